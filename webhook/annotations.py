@@ -1,0 +1,338 @@
+"""Pure. Turns ServiceAccount annotations, the ConfigMap and the container-credentials file into
+the small immutable entries the mutation core reads. No I/O, no logging.
+
+Parsing happens when a source changes (an informer event, a file reload), never per admission.
+Values follow Go's parsers, as upstream reads them: strconv.ParseBool, strconv.ParseInt base 10,
+encoding/json with case-insensitive field names, encoding/csv for skip-containers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.config import MIN_TOKEN_EXPIRATION, MutationConfig
+from webhook.goflags import parse_go_bool, parse_go_int10
+
+__all__ = [
+    "ConfigMapEntry",
+    "Note",
+    "ServiceAccountEntry",
+    "parse_config_map",
+    "parse_container_credentials",
+    "parse_service_account",
+    "parse_skip_containers",
+    "parse_token_expiration",
+    "partition_for_region",
+]
+
+ROLE_ARN = "role-arn"
+AUDIENCE = "audience"
+STS_REGIONAL_ENDPOINTS = "sts-regional-endpoints"
+TOKEN_EXPIRATION = "token-expiration"
+SKIP_CONTAINERS = "skip-containers"
+
+CONFIG_MAP_NAME = "pod-identity-webhook"
+CONFIG_MAP_KEY = "config"
+
+# Upstream's advisory check (Go RE2, ASCII \w and \d). A mismatch is reported, never enforced.
+_VALID_ROLE_ARN = re.compile(r"arn:aws[a-z0-9-]*:iam::\d{12}:role/[\w/.@+=,-]+", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One explained decision or problem: a stable code and a short human sentence."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountEntry:
+    """What mutation needs from one ServiceAccount (upstream's cache entry)."""
+
+    role_arn: str
+    audience: str
+    regional_sts: bool
+    token_expiration: int
+    notes: tuple[Note, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapEntry:
+    """One `<namespace>/<serviceaccount>` entry of the pod-identity-webhook ConfigMap."""
+
+    role_arn: str
+    audience: str
+    regional_sts: bool
+    token_expiration: int
+
+
+def partition_for_region(region: str) -> str:
+    """AWS partition of a region, as upstream derives it for composed role ARNs."""
+    for prefix, partition in (
+        ("cn-", "aws-cn"),
+        ("us-gov-", "aws-us-gov"),
+        ("us-isob-", "aws-iso-b"),
+        ("us-iso-", "aws-iso"),
+        ("eusc-", "aws-eusc"),
+    ):
+        if region.startswith(prefix):
+            return partition
+    return "aws"
+
+
+def parse_token_expiration(text: str) -> tuple[int | None, bool]:
+    """(seconds clamped to at least 600, whether it was raised); (None, False) if invalid."""
+    try:
+        value = parse_go_int10(text)
+    except ValueError:
+        return None, False
+    return max(MIN_TOKEN_EXPIRATION, value), value < MIN_TOKEN_EXPIRATION
+
+
+def parse_service_account(
+    annotations: Mapping[str, Any] | None, config: MutationConfig
+) -> ServiceAccountEntry:
+    """Upstream's per-ServiceAccount entry; every ServiceAccount gets one, annotated or not."""
+    prefix = config.annotation_prefix + "/"
+    annotations = annotations or {}
+    notes: list[Note] = []
+    role = annotations.get(prefix + ROLE_ARN)
+    role_arn = role if isinstance(role, str) else ""
+    if isinstance(role, str) and config.compose_role_arn and "arn:" not in role:
+        role_arn = f"arn:{config.partition}:iam::{config.account_id}:role/{role}"
+    if role_arn and not _VALID_ROLE_ARN.fullmatch(role_arn):
+        notes.append(Note("invalid-role-arn", f"role ARN {role_arn!r} does not look valid"))
+
+    audience = annotations.get(prefix + AUDIENCE)
+    if not isinstance(audience, str):
+        audience = config.token_audience
+
+    regional = config.sts_regional_endpoint
+    sts = annotations.get(prefix + STS_REGIONAL_ENDPOINTS)
+    if isinstance(sts, str):
+        try:
+            regional = parse_go_bool(sts)
+        except ValueError:
+            notes.append(
+                Note(
+                    "invalid-annotation",
+                    f"{prefix}{STS_REGIONAL_ENDPOINTS}={sts!r} is not a boolean",
+                )
+            )
+
+    expiration = config.token_expiration
+    raw = annotations.get(prefix + TOKEN_EXPIRATION)
+    if isinstance(raw, str):
+        value, raised = parse_token_expiration(raw)
+        if value is None:
+            notes.append(
+                Note("invalid-annotation", f"{prefix}{TOKEN_EXPIRATION}={raw!r} is not an integer")
+            )
+        else:
+            expiration = value
+            if raised:
+                notes.append(
+                    Note("expiration-clamped", f"token expiration {raw} raised to {value} seconds")
+                )
+    return ServiceAccountEntry(role_arn, audience, regional, expiration, tuple(notes))
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+def _go_field(obj: Mapping[str, Any], name: str) -> Any:
+    """encoding/json field lookup: exact or case-insensitive key, the last one wins."""
+    found = _MISSING
+    lowered = name.lower()
+    for key, value in obj.items():
+        if key == name or key.lower() == lowered:
+            found = value
+    return found
+
+
+def _entry(value: Any, config: MutationConfig) -> ConfigMapEntry:
+    if not isinstance(value, dict):
+        raise TypeError("the entry is not a JSON object")
+    role = _go_field(value, "RoleARN")
+    audience = _go_field(value, "Audience")
+    regional = _go_field(value, "UseRegionalSTS")
+    expiration = _go_field(value, "TokenExpiration")
+    if role is not _MISSING and role is not None and not isinstance(role, str):
+        raise TypeError("RoleARN is not a string")
+    if audience is not _MISSING and audience is not None and not isinstance(audience, str):
+        raise TypeError("Audience is not a string")
+    if regional is not _MISSING and regional is not None and not isinstance(regional, bool):
+        raise TypeError("UseRegionalSTS is not a boolean")
+    if expiration is not _MISSING and expiration is not None:
+        if isinstance(expiration, bool) or not isinstance(expiration, int):
+            raise TypeError("TokenExpiration is not an integer")
+        if not -(1 << 63) <= expiration < (1 << 63):
+            raise TypeError("TokenExpiration is out of range")
+    # Fix of upstream (compatibility 2d): a missing Audience or UseRegionalSTS means the flag.
+    return ConfigMapEntry(
+        role_arn=role if isinstance(role, str) else "",
+        audience=audience if isinstance(audience, str) else config.token_audience,
+        regional_sts=regional if isinstance(regional, bool) else config.sts_regional_endpoint,
+        token_expiration=expiration
+        if isinstance(expiration, int) and expiration
+        else config.token_expiration,
+    )
+
+
+def parse_config_map(
+    text: str | None, config: MutationConfig
+) -> tuple[dict[str, ConfigMapEntry] | None, tuple[Note, ...]]:
+    """Entries keyed `namespace/name` (namespace may be `*`) from the `config` data value.
+
+    Returns (None, notes) when the document as a whole is unusable, so a caller can keep the
+    previous entries; bad single entries are skipped with a note (upstream crashed on some).
+    """
+    if text is None:
+        return None, (Note("config-map-invalid", "the ConfigMap has no `config` key"),)
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        return None, (Note("config-map-invalid", f"`config` is not valid JSON: {exc}"),)
+    if document is None:
+        return {}, ()
+    if not isinstance(document, dict):
+        return None, (Note("config-map-invalid", "`config` is not a JSON object"),)
+    entries: dict[str, ConfigMapEntry] = {}
+    notes: list[Note] = []
+    for key, value in document.items():
+        namespace, slash, rest = key.partition("/")
+        if not slash:
+            notes.append(Note("config-map-entry-skipped", f"key {key!r} has no '/'; skipped"))
+            continue
+        if value is None:
+            notes.append(Note("config-map-entry-skipped", f"entry {key!r} is null; skipped"))
+            continue
+        try:
+            entry = _entry(value, config)
+        except TypeError as exc:
+            notes.append(Note("config-map-entry-skipped", f"entry {key!r}: {exc}; skipped"))
+            continue
+        name = rest.split("/", 1)[0]
+        entries[f"{namespace}/{name}"] = entry
+    return entries, tuple(notes)
+
+
+def parse_container_credentials(text: str) -> frozenset[tuple[str, str]]:
+    """(namespace, serviceAccount) pairs of the container-credentials file; ValueError if bad.
+
+    An empty (or all-whitespace) file means no identities, as upstream treats it.
+    """
+    if not text.strip():
+        return frozenset()
+    document = json.loads(text)
+    if document is None:
+        return frozenset()
+    if not isinstance(document, dict):
+        raise ValueError("the document is not a JSON object")
+    identities = _go_field(document, "identities")
+    if identities is _MISSING or identities is None:
+        return frozenset()
+    if not isinstance(identities, list):
+        raise ValueError("`identities` is not a list")
+    pairs = set()
+    for index, item in enumerate(identities):
+        if item is None:
+            pairs.add(("", ""))
+            continue
+        if not isinstance(item, dict):
+            raise ValueError(f"identities[{index}] is not an object")
+        fields = []
+        for name in ("namespace", "serviceAccount"):
+            value = _go_field(item, name)
+            if value is _MISSING or value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise ValueError(f"identities[{index}].{name} is not a string")
+            fields.append(value)
+        pairs.add((fields[0], fields[1]))
+    return frozenset(pairs)
+
+
+class CSVError(ValueError):
+    pass
+
+
+def _first_csv_record(text: str) -> list[str]:
+    """The first record of a CSV document, exactly as Go's encoding/csv Reader.Read returns it."""
+    # Go splits on "\n" only; a lone "\r" stays inside a line.
+    lines = [part for part in re.split(r"(?<=\n)", text) if part]
+    normalised = []
+    for raw in lines:
+        if raw.endswith("\r\n"):
+            normalised.append(raw[:-2] + "\n")
+        elif raw.endswith("\r"):
+            normalised.append(raw[:-1])  # only the last line can end so; Go drops it at EOF
+        else:
+            normalised.append(raw)
+    index = 0
+    while index < len(normalised) and normalised[index] == "\n":
+        index += 1
+    if index == len(normalised):
+        raise CSVError("EOF")
+    line = normalised[index]
+    index += 1
+    fields: list[str] = []
+    while True:
+        if not line.startswith('"'):
+            comma = line.find(",")
+            field = line[:comma] if comma >= 0 else line.removesuffix("\n")
+            if '"' in field:
+                raise CSVError('bare " in non-quoted-field')
+            fields.append(field)
+            if comma >= 0:
+                line = line[comma + 1 :]
+                continue
+            return fields
+        line = line[1:]
+        buffer = []
+        while True:
+            quote = line.find('"')
+            if quote >= 0:
+                buffer.append(line[:quote])
+                line = line[quote + 1 :]
+                if line.startswith('"'):
+                    buffer.append('"')
+                    line = line[1:]
+                    continue
+                if line.startswith(","):
+                    line = line[1:]
+                    fields.append("".join(buffer))
+                    break
+                if line in ("", "\n"):
+                    fields.append("".join(buffer))
+                    return fields
+                raise CSVError('extraneous or missing " in quoted-field')
+            if line:
+                buffer.append(line)
+                if index < len(normalised):
+                    line = normalised[index]
+                    index += 1
+                else:
+                    line = ""
+                continue
+            raise CSVError('extraneous or missing " in quoted-field')
+
+
+def parse_skip_containers(text: str) -> frozenset[str] | None:
+    """Container names from the skip-containers annotation; None when it does not parse.
+
+    Strict CSV, names compared exactly: `a, b` names `a` and ` b` (upstream behaviour).
+    """
+    try:
+        return frozenset(_first_csv_record(text))
+    except CSVError:
+        return None

@@ -1,0 +1,235 @@
+"""Command line: `pod-identity-webhook [serve] FLAGS`, `mutate`, `certs`, `--version`.
+
+With no subcommand the webhook serves, so an upstream Deployment's command line works unchanged.
+This is the only module that reads the environment or prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import jsonpatch
+import yaml
+
+from webhook import __version__
+from webhook.config import (
+    MUTATION_FLAGS,
+    MutationConfig,
+    mutation_config,
+)
+from webhook.errors import BadReview, ConfigError, InputError, WebhookError
+from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
+from webhook.imds import account_and_partition
+from webhook.mutation import Decision, Jitter, decide, random_jitter
+from webhook.reviews import AdmissionRequest, parse_review, respond
+from webhook.sources import StaticSources, load_documents, read_text
+
+PROG = "pod-identity-webhook"
+OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
+
+
+def _output(text: str) -> str:
+    if text not in ("pod", "patch", "review"):
+        raise ValueError("must be pod, patch or review")
+    return text
+
+
+MUTATE_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec(
+        "filename",
+        str,
+        "",
+        "Pod manifest or AdmissionReview (YAML or JSON); - for stdin",
+        shorthand="f",
+    ),
+    FlagSpec(
+        "service-accounts",
+        str,
+        None,
+        "ServiceAccount manifests (multi-document YAML, a List, or one object); repeatable",
+        "stringArray",
+        repeatable=True,
+    ),
+    FlagSpec(
+        "config-map",
+        str,
+        "",
+        "The pod-identity-webhook ConfigMap manifest (needs --watch-config-map)",
+    ),
+    FlagSpec("namespace", str, "eks", "Namespace the webhook reads its ConfigMap from"),
+    *MUTATION_FLAGS,
+    FlagSpec(
+        "output", _output, "pod", "Output: pod (YAML), patch (JSON Patch) or review", shorthand="o"
+    ),
+    FlagSpec(
+        "verbose", parse_go_bool, False, "Explain each decision on stderr", "bool", shorthand="v"
+    ),
+    FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h"),
+)
+
+MUTATE_USAGE = f"""Usage: {PROG} mutate -f FILE [--service-accounts FILE]...
+       [--config-map FILE --watch-config-map] [--watch-container-credentials-config FILE]
+       [mutation flags] [-o pod|patch|review] [-v]
+
+Shows offline what the webhook would do to a Pod. Exit status 0 whether or not it changes.
+
+Flags:
+"""
+
+
+def _load_pod_or_review(text: str, where: str) -> tuple[AdmissionRequest, bool]:
+    documents = [d for d in load_documents(text, where) if d is not None]
+    if len(documents) != 1:
+        raise InputError(
+            f"{where}: expected one Pod or AdmissionReview, found {len(documents)} documents"
+        )
+    document = documents[0]
+    if isinstance(document, dict) and document.get("kind") == "AdmissionReview":
+        try:
+            return parse_review(document), True
+        except BadReview as exc:
+            raise InputError(f"{where}: {exc}") from None
+    if not isinstance(document, dict) or document.get("kind", "Pod") != "Pod":
+        kind = document.get("kind") if isinstance(document, dict) else type(document).__name__
+        raise InputError(f"{where}: expected a Pod or an AdmissionReview, found {kind!r}")
+    metadata = document.get("metadata") or {}
+    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    request = AdmissionRequest(
+        uid=OFFLINE_UID,
+        namespace=namespace if isinstance(namespace, str) and namespace else "default",
+        pod=document,
+        kind="AdmissionReview",
+        api_version="admission.k8s.io/v1",
+    )
+    return request, False
+
+
+def _explain(decision: Decision, sources: StaticSources, err: TextIO) -> None:
+    for note in sources.notes:
+        print(f"note[{note.code}]: {note.message}", file=err)
+    verdict = "mutated" if decision.mutated else "not mutated"
+    print(
+        f"decision: {verdict} ({decision.reason}) for ServiceAccount {decision.service_account}",
+        file=err,
+    )
+    if decision.method:
+        print(f"method: {decision.method}", file=err)
+    if decision.role_source:
+        role = f" {decision.role_arn}" if decision.role_arn else ""
+        print(f"role:{role} from {decision.role_source}", file=err)
+    for note in decision.notes:
+        print(f"note[{note.code}]: {note.message}", file=err)
+    print(f"patch: {len(decision.patch)} operation(s)", file=err)
+
+
+def _compose_settings(config: MutationConfig) -> MutationConfig:
+    if not config.compose_role_arn:
+        return config
+    account, partition = account_and_partition()
+    return dataclasses.replace(config, account_id=account, partition=partition)
+
+
+def mutate(
+    argv: Sequence[str],
+    *,
+    stdin: TextIO,
+    stdout: TextIO,
+    stderr: TextIO,
+    jitter: Jitter = random_jitter,
+) -> int:
+    """The offline `mutate` command; returns the exit status."""
+    try:
+        parsed = parse_args(argv, MUTATE_FLAGS)
+    except FlagError as exc:
+        print(f"{PROG} mutate: {exc}", file=stderr)
+        return 2
+    values = parsed.values
+    if values["help"]:
+        print(MUTATE_USAGE + usage(MUTATE_FLAGS), file=stdout)
+        return 0
+    if parsed.positional:
+        print(f"{PROG} mutate: unexpected argument {parsed.positional[0]!r}", file=stderr)
+        return 2
+    if not values["filename"]:
+        print(f"{PROG} mutate: -f FILE is required (- reads stdin)", file=stderr)
+        return 2
+    if values["config-map"] and not values["watch-config-map"]:
+        print(f"{PROG} mutate: --config-map is only read with --watch-config-map", file=stderr)
+        return 2
+    try:
+        config = _compose_settings(mutation_config(values))
+        sources = StaticSources()
+        for path in values["service-accounts"]:
+            sources.add_service_accounts(load_documents(read_text(path, stdin), path), config)
+        if values["config-map"]:
+            documents = [
+                d
+                for d in load_documents(
+                    read_text(values["config-map"], stdin), values["config-map"]
+                )
+                if d is not None
+            ]
+            if len(documents) != 1:
+                raise InputError(f"{values['config-map']}: expected one ConfigMap")
+            sources.set_config_map(documents[0], namespace=values["namespace"], config=config)
+        cc_path = values["watch-container-credentials-config"]
+        if cc_path:
+            sources.set_container_credentials(read_text(cc_path, stdin))
+        request, from_review = _load_pod_or_review(
+            read_text(values["filename"], stdin), values["filename"]
+        )
+        decision = decide(
+            request.pod,
+            namespace=request.namespace,
+            sources=sources,
+            config=config,
+            jitter=jitter,
+            # The API server's ServiceAccount admission plugin fills this in before webhooks run.
+            default_service_account="" if from_review else "default",
+        )
+    except (WebhookError, ConfigError) as exc:
+        print(f"{PROG} mutate: {exc}", file=stderr)
+        return 1
+    if values["verbose"]:
+        _explain(decision, sources, stderr)
+    else:
+        for note in sources.notes:
+            print(f"{PROG} mutate: warning: {note.message}", file=stderr)
+    output = values["output"]
+    if output == "patch":
+        print(json.dumps(list(decision.patch), indent=2), file=stdout)
+    elif output == "review":
+        print(json.dumps(respond(request, decision), indent=2), file=stdout)
+    else:
+        mutated = jsonpatch.apply_patch(request.pod, list(decision.patch))
+        print(
+            yaml.safe_dump(mutated, sort_keys=False, default_flow_style=False), end="", file=stdout
+        )
+    return 0
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    jitter: Jitter = random_jitter,
+) -> int:
+    """Dispatch a command line; returns the exit status."""
+    args = list(argv)
+    if args[:1] == ["mutate"]:
+        return mutate(args[1:], stdin=stdin, stdout=stdout, stderr=stderr, jitter=jitter)
+    if args[:1] == ["version"] or "--version" in args:
+        print(f"v{__version__}", file=stdout)
+        return 0
+    print(f"{PROG}: the server arrives with the next release; use `{PROG} mutate`", file=stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

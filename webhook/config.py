@@ -1,0 +1,400 @@
+"""Pure. The typed, immutable configuration and the flag table it is built from.
+
+Every upstream flag keeps its name, default and Go grammar (see goflags). Two defaults change on
+purpose: `--in-cluster` is false (the CSR flow it selected never worked on current clusters) and
+`--service-account-lookup-grace-period` is non-zero (a ServiceAccount created just before its Pod
+must not be missed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.errors import ConfigError
+from webhook.goflags import (
+    FlagError,
+    FlagSpec,
+    parse_args,
+    parse_go_bool,
+    parse_go_duration,
+    parse_go_int,
+    usage,
+)
+
+MIN_TOKEN_EXPIRATION = 600
+DEFAULT_TOKEN_EXPIRATION = 86400
+DEFAULT_GRACE_PERIOD = 2.0  # seconds; see README "ServiceAccount lookups"
+
+#: Go's crypto/tls cipher-suite names (secure and insecure) → OpenSSL names. TLS 1.3 suites are
+#: accepted but, as in Go, not configurable.
+CIPHER_SUITES: dict[str, str | None] = {
+    "TLS_AES_128_GCM_SHA256": None,
+    "TLS_AES_256_GCM_SHA384": None,
+    "TLS_CHACHA20_POLY1305_SHA256": None,
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+}
+
+TLS_VERSIONS = {
+    "1.0": "1.0",
+    "1.1": "1.1",
+    "1.2": "1.2",
+    "1.3": "1.3",
+    "VersionTLS10": "1.0",
+    "VersionTLS11": "1.1",
+    "VersionTLS12": "1.2",
+    "VersionTLS13": "1.3",
+}
+
+
+def parse_cipher_suites(text: str) -> tuple[str, ...]:
+    """Comma list of Go names; blanks trimmed and skipped (upstream tlsCipherSuites)."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if name not in CIPHER_SUITES:
+            raise ConfigError(f"invalid tls-cipher-suites: unsupported cipher suite: {name}")
+    return names
+
+
+def parse_tls_min_version(text: str) -> str:
+    """`1.0`..`1.3` or `VersionTLS10`..`VersionTLS13`; empty means Go's default, TLS 1.2."""
+    if text == "":
+        return "1.2"
+    if text not in TLS_VERSIONS:
+        raise ConfigError(f"Invalid value for tls-min-version unsupported version {text}")
+    return TLS_VERSIONS[text]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCredentialsSettings:
+    """What container-credentials (EKS Pod Identity) mode injects; flags only."""
+
+    audience: str = "pods.eks.amazonaws.com"
+    mount_path: str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
+    volume_name: str = "eks-pod-identity-token"
+    token_path: str = "eks-pod-identity-token"
+    full_uri: str = "http://169.254.170.23/v1/credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class MutationConfig:
+    """Everything the pure mutation core reads."""
+
+    annotation_prefix: str = "eks.amazonaws.com"
+    token_audience: str = "sts.amazonaws.com"
+    token_mount_path: str = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+    token_expiration: int = DEFAULT_TOKEN_EXPIRATION
+    """Already clamped to at least 600, as upstream does at start-up."""
+    region: str = ""
+    sts_regional_endpoint: bool = False
+    compose_role_arn: bool = False
+    account_id: str = ""
+    """Account for composed role ARNs; from EC2 instance metadata at start-up."""
+    partition: str = "aws"
+    container_credentials: ContainerCredentialsSettings = field(
+        default_factory=ContainerCredentialsSettings
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole process configuration, built once from the command line."""
+
+    mutation: MutationConfig = field(default_factory=MutationConfig)
+    port: int = 443
+    metrics_port: int = 9999
+    kubeconfig: str = ""
+    kube_api: str = ""
+    tls_cert: str = "/etc/webhook/certs/tls.crt"
+    tls_key: str = "/etc/webhook/certs/tls.key"
+    tls_cipher_suites: tuple[str, ...] = ()
+    tls_min_version: str = "1.2"
+    namespace: str = "eks"
+    service_name: str = "pod-identity-webhook"
+    tls_secret: str = "pod-identity-webhook"
+    watch_config_map: bool = False
+    container_credentials_file: str = ""
+    enable_debugging_handlers: bool = False
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    resync_period: float = 60.0
+    verbosity: int = 0
+    log_format: str = "json"
+    service_accounts_files: tuple[str, ...] = ()
+    config_map_file: str = ""
+    ignored_flags: tuple[str, ...] = ()
+    """klog flags that were given; accepted for compatibility and otherwise unused."""
+
+
+def _int(text: str) -> int:
+    return parse_go_int(text)
+
+
+def _port(text: str) -> int:
+    value = parse_go_int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("not a TCP port (0-65535)")
+    return value
+
+
+def _str(text: str) -> str:
+    return text
+
+
+def _log_format(text: str) -> str:
+    if text not in ("json", "console"):
+        raise ValueError("must be json or console")
+    return text
+
+
+_CC = ContainerCredentialsSettings()
+_M = MutationConfig()
+
+#: Upstream's webhook flags, in upstream's order, with our few additions at the end.
+SERVER_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec("port", _port, 443, "Port to listen on (HTTPS)", "int"),
+    FlagSpec("metrics-port", _port, 9999, "Port for /metrics (plain HTTP)", "int"),
+    FlagSpec("kubeconfig", _str, "", "(out-of-cluster) Absolute path to a kubeconfig file"),
+    FlagSpec("kube-api", _str, "", "(out-of-cluster) The URL of the Kubernetes API server"),
+    FlagSpec("tls-key", _str, "/etc/webhook/certs/tls.key", "Serving private key file (PEM)"),
+    FlagSpec("tls-cert", _str, "/etc/webhook/certs/tls.crt", "Serving certificate file (PEM)"),
+    FlagSpec("tls-cipher-suites", _str, "", "Comma-separated Go TLS 1.2 cipher-suite names"),
+    FlagSpec("tls-min-version", _str, "", "Minimum TLS version: 1.2, 1.3, VersionTLS12, ..."),
+    FlagSpec(
+        "in-cluster",
+        parse_go_bool,
+        False,
+        "Deprecated CSR certificate flow; only false is supported",
+        "bool",
+    ),
+    FlagSpec("service-name", _str, "pod-identity-webhook", "Service name (certificate names)"),
+    FlagSpec("namespace", _str, "eks", "Webhook namespace; the ConfigMap is read from it"),
+    FlagSpec("tls-secret", _str, "pod-identity-webhook", "Secret name for the CSR flow (unused)"),
+)
+
+MUTATION_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec("annotation-prefix", _str, _M.annotation_prefix, "Prefix of the annotations read"),
+    FlagSpec("token-audience", _str, _M.token_audience, "Default audience of the token"),
+    FlagSpec("token-mount-path", _str, _M.token_mount_path, "Mount path of the token volume"),
+    FlagSpec(
+        "token-expiration",
+        _int,
+        DEFAULT_TOKEN_EXPIRATION,
+        "Default token expiration in seconds (at least 600)",
+        "int",
+    ),
+    FlagSpec("aws-default-region", _str, "", "Inject AWS_DEFAULT_REGION and AWS_REGION"),
+    FlagSpec(
+        "sts-regional-endpoint",
+        parse_go_bool,
+        False,
+        "Inject AWS_STS_REGIONAL_ENDPOINTS=regional by default",
+        "bool",
+    ),
+    FlagSpec(
+        "watch-config-map",
+        parse_go_bool,
+        False,
+        "Read roles from the pod-identity-webhook ConfigMap",
+        "bool",
+    ),
+    FlagSpec(
+        "compose-role-arn",
+        parse_go_bool,
+        False,
+        "Allow a bare role name; account and partition from EC2 metadata",
+        "bool",
+    ),
+    FlagSpec(
+        "watch-container-credentials-config",
+        _str,
+        "",
+        "Container-credentials (EKS Pod Identity) identities file",
+    ),
+    FlagSpec(
+        "container-credentials-audience", _str, _CC.audience, "Container-credentials audience"
+    ),
+    FlagSpec(
+        "container-credentials-token-mount-path",
+        _str,
+        _CC.mount_path,
+        "Container-credentials token mount path",
+    ),
+    FlagSpec(
+        "container-credentials-token-volume-name",
+        _str,
+        _CC.volume_name,
+        "Container-credentials token volume name",
+    ),
+    FlagSpec(
+        "container-credentials-token-path",
+        _str,
+        _CC.token_path,
+        "Container-credentials token file name",
+    ),
+    FlagSpec(
+        "container-credentials-full-uri",
+        _str,
+        _CC.full_uri,
+        "Value of AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ),
+)
+
+RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec("version", parse_go_bool, False, "Print the version and exit", "bool"),
+    FlagSpec(
+        "enable-debugging-handlers",
+        parse_go_bool,
+        False,
+        "Serve /debug/alpha/* on the metrics port",
+        "bool",
+    ),
+    FlagSpec(
+        "service-account-lookup-grace-period",
+        parse_go_duration,
+        DEFAULT_GRACE_PERIOD,
+        "How long a cache miss waits for the ServiceAccount (0 disables)",
+        "duration",
+    ),
+    FlagSpec("resync-period", parse_go_duration, 60.0, "Informer resync period", "duration"),
+    FlagSpec("log-format", _log_format, "json", "Log format: json or console"),
+    FlagSpec(
+        "service-accounts",
+        _str,
+        None,
+        "ServiceAccounts file (YAML/JSON) instead of the cluster; repeatable",
+        "stringArray",
+        repeatable=True,
+    ),
+    FlagSpec("config-map", _str, "", "pod-identity-webhook ConfigMap manifest file"),
+)
+
+#: klog's flags: accepted so upstream command lines keep working; only -v/--v is used.
+KLOG_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec("v", _int, 0, "Log verbosity (4 or more logs debug lines)", "int", shorthand="v"),
+    *(
+        FlagSpec(
+            name, parse_go_bool, default, "klog flag (accepted, unused)", "bool", accepted_only=True
+        )
+        for name, default in (
+            ("logtostderr", True),
+            ("alsologtostderr", False),
+            ("legacy_stderr_threshold_behavior", True),
+            ("add_dir_header", False),
+            ("skip_headers", False),
+            ("one_output", False),
+            ("skip_log_headers", False),
+        )
+    ),
+    *(
+        FlagSpec(name, _str, "", "klog flag (accepted, unused)", accepted_only=True)
+        for name in (
+            "log_dir",
+            "log_file",
+            "stderrthreshold",
+            "alsologtostderrthreshold",
+            "vmodule",
+            "log_backtrace_at",
+        )
+    ),
+    FlagSpec(
+        "log_file_max_size", _int, 1800, "klog flag (accepted, unused)", "int", accepted_only=True
+    ),
+)
+
+HELP_FLAG = FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h")
+
+ALL_SERVE_FLAGS: tuple[FlagSpec, ...] = (
+    SERVER_FLAGS + MUTATION_FLAGS + RUNTIME_FLAGS + KLOG_FLAGS + (HELP_FLAG,)
+)
+
+
+def serve_usage() -> str:
+    return usage(ALL_SERVE_FLAGS)
+
+
+def mutation_config(values: dict[str, Any]) -> MutationConfig:
+    """MutationConfig from parsed flag values (names as on the command line)."""
+    return MutationConfig(
+        annotation_prefix=values["annotation-prefix"],
+        token_audience=values["token-audience"],
+        token_mount_path=values["token-mount-path"],
+        token_expiration=max(MIN_TOKEN_EXPIRATION, values["token-expiration"]),
+        region=values["aws-default-region"],
+        sts_regional_endpoint=values["sts-regional-endpoint"],
+        compose_role_arn=values["compose-role-arn"],
+        container_credentials=ContainerCredentialsSettings(
+            audience=values["container-credentials-audience"],
+            mount_path=values["container-credentials-token-mount-path"],
+            volume_name=values["container-credentials-token-volume-name"],
+            token_path=values["container-credentials-token-path"],
+            full_uri=values["container-credentials-full-uri"],
+        ),
+    )
+
+
+def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
+    """Build the Config; returns (config, wants_help, wants_version). Raises ConfigError."""
+    try:
+        parsed = parse_args(argv, ALL_SERVE_FLAGS)
+    except FlagError as exc:
+        raise ConfigError(str(exc)) from None
+    values = parsed.values
+    if values["in-cluster"]:
+        raise ConfigError(
+            "--in-cluster=true selected the certificate-signing-request flow, which no longer "
+            "works on current clusters; pass --in-cluster=false with --tls-cert/--tls-key "
+            "(cert-manager, or `pod-identity-webhook certs`)"
+        )
+    config = Config(
+        mutation=mutation_config(values),
+        port=values["port"],
+        metrics_port=values["metrics-port"],
+        kubeconfig=values["kubeconfig"],
+        kube_api=values["kube-api"],
+        tls_cert=values["tls-cert"],
+        tls_key=values["tls-key"],
+        tls_cipher_suites=parse_cipher_suites(values["tls-cipher-suites"]),
+        tls_min_version=parse_tls_min_version(values["tls-min-version"]),
+        namespace=values["namespace"],
+        service_name=values["service-name"],
+        tls_secret=values["tls-secret"],
+        watch_config_map=values["watch-config-map"],
+        container_credentials_file=values["watch-container-credentials-config"],
+        enable_debugging_handlers=values["enable-debugging-handlers"],
+        grace_period=max(0.0, values["service-account-lookup-grace-period"]),
+        resync_period=values["resync-period"],
+        verbosity=values["v"],
+        log_format=values["log-format"],
+        service_accounts_files=tuple(values["service-accounts"]),
+        config_map_file=values["config-map"],
+        ignored_flags=tuple(
+            sorted(
+                spec.name
+                for spec in KLOG_FLAGS
+                if spec.accepted_only and spec.name in parsed.explicit
+            )
+        ),
+    )
+    return config, values["help"], values["version"]

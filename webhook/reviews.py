@@ -1,0 +1,146 @@
+"""Pure. AdmissionReview in, AdmissionReview out: validation, the response envelope, warnings
+and audit annotations. Shared by the server and the offline `mutate` command.
+
+Wire format kept from upstream: `kind`, `apiVersion` and `request.uid` echoed, base64 JSON
+patch with `patchType: JSONPatch`, no patch when there is nothing to do. Added: `warnings` that
+kubectl shows for non-obvious outcomes, and `auditAnnotations` recording the decision.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.errors import BadReview, InvalidPod
+from webhook.mutation import Decision
+
+__all__ = ["AdmissionRequest", "encode_patch", "parse_review", "respond", "warnings_for"]
+
+API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
+
+# Notes that deserve a kubectl warning; the rest (jitter, skipped entries) only reach the logs.
+_WARNED = frozenset(
+    {
+        "service-account-not-found",
+        "expiration-clamped",
+        "container-skipped",
+        "variables-present",
+        "invalid-annotation",
+        "invalid-role-arn",
+    }
+)
+_WARNING_LIMIT = 120  # kubectl shows them whole up to about this length
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """The parts of an AdmissionReview the webhook reads."""
+
+    uid: str
+    namespace: str
+    pod: dict[str, Any]
+    kind: str | None
+    api_version: str | None
+
+    @property
+    def pod_name(self) -> str:
+        metadata = self.pod.get("metadata") or {}
+        return str(metadata.get("name") or metadata.get("generateName") or "")
+
+
+def _optional_str(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise BadReview(f"{where} must be a string")
+
+
+def parse_review(review: Any) -> AdmissionRequest:
+    """Validate a decoded AdmissionReview for a Pod; BadReview says what is wrong."""
+    if not isinstance(review, dict):
+        raise BadReview("the body must be a JSON object (an AdmissionReview)")
+    kind = _optional_str(review.get("kind"), "kind")
+    api_version = _optional_str(review.get("apiVersion"), "apiVersion")
+    if kind not in (None, "AdmissionReview"):
+        raise BadReview(f"kind must be AdmissionReview, not {kind!r}")
+    if api_version is not None and api_version not in API_VERSIONS:
+        raise BadReview(
+            "apiVersion must be admission.k8s.io/v1 or admission.k8s.io/v1beta1, "
+            f"not {api_version!r}"
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("the AdmissionReview has no `request` object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("request.uid must be a non-empty string")
+    requested = request.get("kind")
+    if isinstance(requested, dict) and (
+        requested.get("kind") != "Pod" or requested.get("group", "") != ""
+    ):
+        raise BadReview(f"this webhook admits Pods, not {requested.get('kind')!r}")
+    pod = request.get("object")
+    if not isinstance(pod, dict):
+        raise InvalidPod("request.object must be a Pod object")
+    if pod.get("kind", "Pod") != "Pod":
+        raise InvalidPod(f"request.object is a {pod.get('kind')!r}, not a Pod")
+    namespace = request.get("namespace")
+    if namespace is None:
+        namespace = (pod.get("metadata") or {}).get("namespace") or ""
+    if not isinstance(namespace, str):
+        raise BadReview("request.namespace must be a string")
+    return AdmissionRequest(uid, namespace, pod, kind, api_version)
+
+
+def encode_patch(decision: Decision) -> str:
+    body = json.dumps(list(decision.patch), separators=(",", ":"), ensure_ascii=False)
+    return base64.b64encode(body.encode()).decode("ascii")
+
+
+def warnings_for(decision: Decision) -> list[str]:
+    """Short sentences for kubectl; one per explained note, in order, without repeats."""
+    seen: list[str] = []
+    for note in decision.notes:
+        if note.code not in _WARNED:
+            continue
+        text = f"pod-identity-webhook: {note.message}"
+        if len(text) > _WARNING_LIMIT:
+            text = text[: _WARNING_LIMIT - 3] + "..."
+        if text not in seen:
+            seen.append(text)
+    return seen
+
+
+def audit_annotations(decision: Decision) -> dict[str, str]:
+    annotations = {
+        "decision": "mutated" if decision.mutated else "not-mutated",
+        "reason": decision.reason,
+        "service-account": decision.service_account,
+    }
+    if decision.method:
+        annotations["method"] = decision.method
+    if decision.role_source:
+        annotations["role-source"] = decision.role_source
+    if decision.role_arn:
+        annotations["role-arn"] = decision.role_arn
+    return annotations
+
+
+def respond(request: AdmissionRequest, decision: Decision) -> dict[str, Any]:
+    """The AdmissionReview response for one decision."""
+    response: dict[str, Any] = {"uid": request.uid, "allowed": True}
+    if decision.patch:
+        response["patch"] = encode_patch(decision)
+        response["patchType"] = "JSONPatch"
+    warnings = warnings_for(decision)
+    if warnings:
+        response["warnings"] = warnings
+    response["auditAnnotations"] = audit_annotations(decision)
+    review: dict[str, Any] = {}
+    if request.kind:
+        review["kind"] = request.kind
+    if request.api_version:
+        review["apiVersion"] = request.api_version
+    review["response"] = response
+    return review
