@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint fmt check clean
+PORT         ?= 8443
+METRICS_PORT ?= 9999
+
+.PHONY: install test lint fmt check clean run request certs
 
 install: $(STAMP)
 
@@ -27,6 +30,25 @@ fmt: install
 	$(BIN)/ruff check --fix webhook tests
 
 check: lint test
+
+certs: certs/tls.crt
+
+certs/tls.crt: | $(STAMP)
+	$(BIN)/pod-identity-webhook certs --dir certs --local
+
+# The webhook on https://127.0.0.1:$(PORT) with the example ServiceAccounts; no cluster needed.
+run: install certs
+	$(BIN)/pod-identity-webhook --in-cluster=false --port=$(PORT) --metrics-port=$(METRICS_PORT) \
+		--tls-cert=certs/tls.crt --tls-key=certs/tls.key \
+		--service-accounts=dev/service-accounts.yaml --log-format=console
+
+# Post the sample AdmissionReview to `make run` and print the decoded patch.
+request:
+	@curl -sS --fail-with-body --cacert certs/ca.crt -H 'Content-Type: application/json' \
+		--data @dev/review.json https://127.0.0.1:$(PORT)/mutate \
+	| $(PYTHON) -c 'import base64, json, sys; r = json.load(sys.stdin)["response"]; \
+	print(json.dumps({k: v for k, v in r.items() if k != "patch"}, indent=2)); \
+	print(json.dumps(json.loads(base64.b64decode(r.get("patch", "W10="))), indent=2))'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov *.egg-info

@@ -6,6 +6,7 @@ This is the only module that reads the environment or prints.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -13,19 +14,24 @@ from collections.abc import Sequence
 from typing import TextIO
 
 import jsonpatch
+import structlog
 import yaml
 
-from webhook import __version__
+from webhook import __version__, logs
+from webhook.certs import certs_command
 from webhook.config import (
     MUTATION_FLAGS,
     MutationConfig,
+    config_from_argv,
     mutation_config,
+    serve_usage,
 )
 from webhook.errors import BadReview, ConfigError, InputError, WebhookError
 from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
 from webhook.imds import account_and_partition
 from webhook.mutation import Decision, Jitter, decide, random_jitter
 from webhook.reviews import AdmissionRequest, parse_review, respond
+from webhook.server import serve
 from webhook.sources import StaticSources, load_documents, read_text
 
 PROG = "pod-identity-webhook"
@@ -212,6 +218,38 @@ def mutate(
     return 0
 
 
+def serve_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
+    """`pod-identity-webhook [serve] FLAGS`: the admission server."""
+    try:
+        config, wants_help, wants_version = config_from_argv(argv)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=stderr)
+        return 2
+    if wants_help:
+        print(
+            f"Usage: {PROG} [serve] [flags]\n       {PROG} mutate|certs --help\n\nFlags:",
+            file=stdout,
+        )
+        print(serve_usage(), file=stdout)
+        return 0
+    if wants_version:
+        print(f"v{__version__}", file=stdout)
+        return 0
+    logs.configure(fmt=config.log_format, verbosity=config.verbosity, stream=stdout)
+    if config.ignored_flags:
+        structlog.get_logger("webhook").info(
+            "klog_flags_accepted", flags=list(config.ignored_flags), note="accepted, not used"
+        )
+    try:
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: cannot serve: {exc}", file=stderr)
+        return 1
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -222,13 +260,14 @@ def run(
 ) -> int:
     """Dispatch a command line; returns the exit status."""
     args = list(argv)
-    if args[:1] == ["mutate"]:
+    command = args[0] if args else ""
+    if command == "mutate":
         return mutate(args[1:], stdin=stdin, stdout=stdout, stderr=stderr, jitter=jitter)
-    if args[:1] == ["version"] or "--version" in args:
-        print(f"v{__version__}", file=stdout)
-        return 0
-    print(f"{PROG}: the server arrives with the next release; use `{PROG} mutate`", file=stderr)
-    return 2
+    if command == "certs":
+        return certs_command(args[1:], stdout=stdout, stderr=stderr)
+    if command == "serve":
+        args = args[1:]
+    return serve_command(args, stdout=stdout, stderr=stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

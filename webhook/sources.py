@@ -27,7 +27,7 @@ from webhook.annotations import (
 from webhook.config import MutationConfig
 from webhook.errors import InputError
 
-__all__ = ["StaticSources", "load_documents", "read_text"]
+__all__ = ["StaticSources", "load_documents", "read_text", "service_account_objects"]
 
 
 @dataclass(slots=True)
@@ -50,23 +50,8 @@ class StaticSources:
         return (namespace, name) in self.identities
 
     def add_service_accounts(self, documents: Iterable[Any], config: MutationConfig) -> None:
-        for obj in _objects(documents):
-            if obj.get("kind", "ServiceAccount") != "ServiceAccount":
-                self.notes.append(
-                    Note(
-                        "object-ignored", f"ignored a {obj.get('kind')!r} in a ServiceAccounts file"
-                    )
-                )
-                continue
-            metadata = obj.get("metadata")
-            if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
-                raise InputError("a ServiceAccount has no metadata.name")
-            namespace = metadata.get("namespace") or "default"
-            annotations = metadata.get("annotations") or {}
-            if not isinstance(annotations, dict) or not isinstance(namespace, str):
-                raise InputError(f"ServiceAccount {metadata['name']}: malformed metadata")
-            key = f"{namespace}/{metadata['name']}"
-            self.service_accounts[key] = parse_service_account(annotations, config)
+        for namespace, name, given in service_account_objects(documents, self.notes):
+            self.service_accounts[f"{namespace}/{name}"] = parse_service_account(given, config)
 
     def set_config_map(self, obj: Any, *, namespace: str, config: MutationConfig) -> None:
         """Apply a ConfigMap manifest as the server's ConfigMap watch would."""
@@ -95,6 +80,28 @@ class StaticSources:
             self.identities = parse_container_credentials(text)
         except ValueError as exc:
             raise InputError(f"container-credentials file: {exc}") from None
+
+
+def service_account_objects(
+    documents: Iterable[Any], notes: list[Note]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(namespace, name, annotations) of each ServiceAccount; other kinds are noted and skipped."""
+    found = []
+    for obj in _objects(documents):
+        if obj.get("kind", "ServiceAccount") != "ServiceAccount":
+            notes.append(
+                Note("object-ignored", f"ignored a {obj.get('kind')!r} in a ServiceAccounts file")
+            )
+            continue
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+            raise InputError("a ServiceAccount has no metadata.name")
+        namespace = metadata.get("namespace") or "default"
+        annotations = metadata.get("annotations") or {}
+        if not isinstance(annotations, dict) or not isinstance(namespace, str):
+            raise InputError(f"ServiceAccount {metadata['name']}: malformed metadata")
+        found.append((namespace, metadata["name"], annotations))
+    return found
 
 
 def _objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,221 @@
+"""The thin aiohttp transport: routes, the /mutate handler, health, metrics and debug pages.
+
+The handler knows HTTP; everything about admission goes through the pure `reviews` and
+`mutation` modules. Errors in the webhook request itself are HTTP 4xx with a JSON body, so the
+API server applies the webhook's failurePolicy instead of denying the Pod (compatibility 2b);
+an unexpected exception is a logged 500.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.config import Config
+from webhook.errors import BadReview
+from webhook.metrics import Metrics
+from webhook.mutation import Decision, Jitter, decide, random_jitter
+from webhook.reviews import AdmissionRequest, parse_review, respond
+from webhook.store import Store
+from webhook.tls import CertificateReloader
+
+__all__ = ["MAX_BODY", "Webhook", "make_metrics_app", "make_webhook_app"]
+
+MAX_BODY = 4 * 1024 * 1024
+"""The API server limits request bodies to 3 MiB; a review wraps one Pod, so 4 MiB is ample."""
+
+log = structlog.get_logger("webhook")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Webhook:
+    """Everything the handlers share, built once at start-up."""
+
+    config: Config
+    store: Store
+    metrics: Metrics
+    certificates: CertificateReloader | None = None
+    jitter: Jitter = random_jitter
+
+    @property
+    def ready(self) -> bool:
+        certificates_loaded = self.certificates is None or self.certificates.current is not None
+        return certificates_loaded and self.store.ready
+
+
+WEBHOOK = web.AppKey("webhook", Webhook)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Upstream's request metrics for /mutate, JSON errors, and a logged 500 for bugs."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = _error(exc.status, exc.reason)
+    except Exception:
+        log.exception("internal_error", path=request.path, method=request.method)
+        response = _error(500, "internal error; see the webhook's log")
+    if request.path == "/mutate":
+        metrics = request.app[WEBHOOK].metrics
+        metrics.observe_request(
+            request.method, request.path, response.status, time.perf_counter() - started
+        )
+    return response
+
+
+async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision, str]:
+    """The decision, waiting for a ServiceAccount that is not cached yet (compatibility 2c)."""
+    config = hook.config
+    decision = decide(
+        admission.pod,
+        namespace=admission.namespace,
+        sources=hook.store,
+        config=config.mutation,
+        jitter=hook.jitter,
+    )
+    if decision.reason != "service-account-not-found":
+        return decision, "cache"
+    name = decision.service_account.partition("/")[2]
+    if config.grace_period > 0 and await hook.store.wait_for(
+        admission.namespace, name, config.grace_period
+    ):
+        decision = decide(
+            admission.pod,
+            namespace=admission.namespace,
+            sources=hook.store,
+            config=config.mutation,
+            jitter=hook.jitter,
+        )
+        return decision, "waited"
+    hook.metrics.count_missing_service_account()
+    return decision, "missed"
+
+
+def _log_admission(
+    admission: AdmissionRequest, decision: Decision, lookup: str, started: float
+) -> None:
+    log.info(
+        "admission",
+        uid=admission.uid,
+        namespace=admission.namespace,
+        pod=admission.pod_name,
+        service_account=decision.service_account.partition("/")[2],
+        outcome="mutated" if decision.mutated else "not_mutated",
+        reason=decision.reason,
+        method=decision.method,
+        role_source=decision.role_source,
+        lookup=lookup,
+        notes=[note.code for note in decision.notes] or None,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+def _reject(hook: Webhook, status: int, message: str, started: float) -> web.Response:
+    hook.metrics.admissions.labels("rejected", "bad_request").inc()
+    hook.metrics.admission_duration.observe(time.perf_counter() - started)
+    log.warning("admission_rejected", status=status, error=message)
+    return _error(status, message)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    hook = request.app[WEBHOOK]
+    started = time.perf_counter()
+    if request.method != "POST":
+        return _error(405, f"use POST, not {request.method}")
+    if request.content_type != "application/json":
+        shown = request.headers.get("Content-Type", "no Content-Type")
+        return _reject(hook, 415, f"expected Content-Type application/json, got {shown}", started)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _reject(hook, 413, f"the body is larger than {MAX_BODY} bytes", started)
+    try:
+        review = json.loads(body)
+    except ValueError as exc:
+        return _reject(hook, 400, f"the body is not JSON: {exc}", started)
+    try:
+        admission = parse_review(review)
+        decision, lookup = await _decide(hook, admission)
+    except BadReview as exc:
+        return _reject(hook, 400, str(exc), started)
+    hook.metrics.lookups.labels(lookup).inc()
+    if decision.method:
+        hook.metrics.count_pod(decision.method)
+    outcome = "mutated" if decision.mutated else "not_mutated"
+    hook.metrics.admissions.labels(outcome, decision.reason).inc()
+    answer = json.dumps(respond(admission, decision), separators=(",", ":"))
+    hook.metrics.admission_duration.observe(time.perf_counter() - started)
+    _log_admission(admission, decision, lookup, started)
+    return web.Response(text=answer, content_type="application/json")
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    hook = request.app[WEBHOOK]
+    if hook.ready:
+        return web.Response(text="ok")
+    missing = []
+    if hook.certificates is not None and hook.certificates.current is None:
+        missing.append("certificates not loaded")
+    if not hook.store.service_accounts_synced:
+        missing.append("ServiceAccounts not synced")
+    if not hook.store.config_map_synced:
+        missing.append("ConfigMap not synced")
+    return web.Response(status=503, text="not ready: " + ", ".join(missing))
+
+
+def make_webhook_app(hook: Webhook) -> web.Application:
+    """The TLS app: /mutate, /healthz, /readyz."""
+    app = web.Application(middlewares=[instrument], client_max_size=MAX_BODY)
+    app[WEBHOOK] = hook
+    app.router.add_route("*", "/mutate", mutate)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[WEBHOOK].metrics.registry)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def debug_cache(request: web.Request) -> web.Response:
+    dump: dict[str, Any] = request.app[WEBHOOK].store.dump()
+    return web.Response(text=json.dumps(dump, indent=1, sort_keys=True))
+
+
+async def debug_cache_clear(request: web.Request) -> web.Response:
+    request.app[WEBHOOK].store.clear()
+    log.warning("cache_cleared")
+    return web.Response()
+
+
+def make_metrics_app(hook: Webhook) -> web.Application:
+    """The plain-HTTP app: /metrics, and the debug pages only when enabled."""
+    app = web.Application()
+    app[WEBHOOK] = hook
+    app.router.add_get("/metrics", metrics_page)
+    if hook.config.enable_debugging_handlers:
+        app.router.add_route("*", "/debug/alpha/cache", debug_cache)
+        app.router.add_route("*", "/debug/alpha/cache/clear", debug_cache_clear)
+    return app

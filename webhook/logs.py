@@ -1,0 +1,48 @@
+"""structlog configuration: JSON lines on stdout by default, a console format for humans.
+
+Everything, including aiohttp's and the Kubernetes client's standard-library loggers, comes
+out through the same renderer, so a container emits only JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["configure"]
+
+
+def configure(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = None) -> None:
+    """Call once at start-up. `verbosity` follows klog's -v: 4 and above logs debug lines."""
+    level = logging.DEBUG if verbosity >= 4 else logging.INFO
+    out = stream or sys.stdout
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        shared.append(structlog.processors.dict_tracebacks)
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if level > logging.DEBUG else logging.DEBUG)

@@ -1,0 +1,203 @@
+"""Prometheus metrics, bound to an injected registry (a fresh one per test).
+
+Upstream's series keep their exact names and labels so dashboards and alerts keep working.
+prometheus-client renders every counter with a `_total` suffix, which would rename upstream's
+`http_request_count` and friends, so those three counters come from a small collector of our
+own and are exposed untyped under their bare names. Our own series follow ordinary naming.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics", "production_registry"]
+
+# Go's client has no `_created` series; keep the exposition close to upstream's.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+UPSTREAM_LATENCY_BUCKETS = (125000, 250000, 500000, 1e6, 2e6, 4e6, 8e6)
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class StoreView(Protocol):
+    ever_populated: bool
+
+    def __len__(self) -> int: ...
+
+
+class _UpstreamCounters(Collector):
+    """http_request_count, pod_identity_webhook_pod_count, pod_identity_webhook_missing_sa_count."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Tally[tuple[str, str, str]] = Tally()
+        self.pods: Tally[str] = Tally()
+        self.missing_service_accounts = 0
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            requests = dict(self.requests)
+            pods = dict(self.pods)
+            missing = self.missing_service_accounts
+        family = Metric(
+            "http_request_count",
+            "Counter of requests broken out for each verb, path, and response code.",
+            "unknown",
+        )
+        for (verb, path, code), value in sorted(requests.items()):
+            family.add_sample(
+                "http_request_count", {"verb": verb, "path": path, "code": code}, value
+            )
+        yield family
+        family = Metric(
+            "pod_identity_webhook_pod_count",
+            "Indicator to how many pods are using sts web identity or container credentials",
+            "unknown",
+        )
+        for method, value in sorted(pods.items()):
+            family.add_sample("pod_identity_webhook_pod_count", {"method": method}, value)
+        yield family
+        family = Metric(
+            "pod_identity_webhook_missing_sa_count",
+            "Service account did not have the right annotations or was not found in the cache.",
+            "unknown",
+        )
+        if missing:  # absent until the first miss, as upstream's vector is
+            family.add_sample("pod_identity_webhook_missing_sa_count", {}, missing)
+        yield family
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: StoreView) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "pod_identity_webhook_used",
+            "Indicator to know pod identity webhook is used",
+            value=1 if self._store.ever_populated else 0,
+        )
+        yield GaugeMetricFamily(
+            "pod_identity_webhook_service_account_cache_size",
+            "ServiceAccounts in the webhook's cache.",
+            value=len(self._store),
+        )
+
+
+class Metrics:
+    """Every series the webhook exports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._upstream = _UpstreamCounters()
+        registry.register(self._upstream)
+        self.request_latencies = Histogram(
+            "http_request_latencies",
+            "Response latency distribution in microseconds for each verb and path",
+            ["verb", "path"],
+            buckets=UPSTREAM_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.request_summary = Summary(
+            "http_request_duration_microseconds",
+            "Response latency summary in microseconds for each verb and path.",
+            ["verb", "path"],
+            registry=registry,
+        )
+        self.admission_duration = Histogram(
+            "pod_identity_webhook_admission_duration_seconds",
+            "Time to answer one /mutate request, in seconds.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.admissions = Counter(
+            "pod_identity_webhook_admissions",
+            "Admission answers by outcome (mutated, not_mutated, rejected, error) and reason.",
+            ["outcome", "reason"],
+            registry=registry,
+        )
+        self.lookups = Counter(
+            "pod_identity_webhook_service_account_lookups",
+            "ServiceAccount lookups by path: cache, waited (arrived within the grace period), "
+            "missed.",
+            ["path"],
+            registry=registry,
+        )
+        self.certificate_reloads = Counter(
+            "pod_identity_webhook_certificate_reloads",
+            "Serving certificate reloads by result (success or error).",
+            ["result"],
+            registry=registry,
+        )
+        self.certificate_expiry = Gauge(
+            "pod_identity_webhook_certificate_expiry_timestamp_seconds",
+            "Expiry time of the serving certificate in use (Unix seconds).",
+            registry=registry,
+        )
+        self.source_reloads = Counter(
+            "pod_identity_webhook_source_reloads",
+            "Reloads of file and ConfigMap sources by source and result.",
+            ["source", "result"],
+            registry=registry,
+        )
+
+    def watch_store(self, store: StoreView) -> None:
+        self.registry.register(_StoreCollector(store))
+
+    def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
+        """Upstream's per-request instrumentation (microseconds, truncated)."""
+        micros = int(seconds * 1e6)
+        with self._upstream._lock:  # noqa: SLF001 - the collector is ours
+            self._upstream.requests[(verb, path, str(code))] += 1
+        self.request_latencies.labels(verb, path).observe(micros)
+        self.request_summary.labels(verb, path).observe(micros)
+
+    def count_pod(self, method: str) -> None:
+        with self._upstream._lock:  # noqa: SLF001
+            self._upstream.pods[method] += 1
+
+    def count_missing_service_account(self) -> None:
+        with self._upstream._lock:  # noqa: SLF001
+            self._upstream.missing_service_accounts += 1
+
+
+def production_registry() -> CollectorRegistry:
+    """A registry with the process, platform and GC collectors, like Go's default one."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry

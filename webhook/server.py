@@ -1,0 +1,225 @@
+"""Start-up, serving and graceful shutdown of the webhook process.
+
+Two listeners, as upstream: HTTPS on --port for admission and health, plain HTTP on
+--metrics-port for /metrics. SIGTERM or SIGINT stops accepting, lets in-flight requests finish
+(at most 10 s, upstream's timeout) and exits 0; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+
+from webhook.annotations import Note, parse_container_credentials
+from webhook.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.config import Config
+from webhook.errors import ConfigError, InputError
+from webhook.filesources import PolledFile
+from webhook.imds import account_and_partition
+from webhook.metrics import Metrics, production_registry
+from webhook.sources import StaticSources, load_documents, service_account_objects
+from webhook.store import Store
+from webhook.tls import CertificateReloader, LoadedCertificate, server_context
+
+__all__ = ["serve"]
+
+SHUTDOWN_TIMEOUT = 10.0
+log = structlog.get_logger("webhook")
+
+Apply = Callable[[str | None], None]
+
+
+def _report_certificate(
+    metrics: Metrics,
+) -> Callable[[LoadedCertificate | None, Exception | None], None]:
+    def report(loaded: LoadedCertificate | None, error: Exception | None) -> None:
+        if loaded is not None:
+            metrics.certificate_reloads.labels("success").inc()
+            metrics.certificate_expiry.set(loaded.not_after.timestamp())
+            log.info(
+                "certificate_reloaded", serial=f"{loaded.serial:x}", not_after=str(loaded.not_after)
+            )
+        else:
+            metrics.certificate_reloads.labels("error").inc()
+            log.error(
+                "certificate_reload_failed",
+                error=str(error),
+                action="kept the previous certificate",
+            )
+
+    return report
+
+
+def _service_accounts_apply(store: Store, paths: tuple[str, ...]) -> dict[str, Apply]:
+    """One apply per --service-accounts file; any change re-lists the union of all files."""
+    loaded: dict[str, list[tuple[str, str, dict[str, object]]]] = {}
+
+    def for_path(path: str) -> Apply:
+        def apply(text: str | None) -> None:
+            if text is None:
+                raise ValueError(f"{path} does not exist")
+            notes: list[Note] = []
+            try:
+                loaded[path] = service_account_objects(load_documents(text, path), notes)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            for note in notes:
+                log.warning(note.code, detail=note.message)
+            if len(loaded) == len(paths):
+                store.replace_service_accounts(item for items in loaded.values() for item in items)
+
+        return apply
+
+    return {path: for_path(path) for path in paths}
+
+
+def _config_map_apply(store: Store, config: Config) -> Apply:
+    store.config_map_synced = False
+
+    def apply(text: str | None) -> None:
+        if text is None:
+            store.set_config_map({})  # a deleted ConfigMap removes its entries (2d)
+        else:
+            documents = [d for d in load_documents(text, config.config_map_file) if d is not None]
+            if len(documents) != 1:
+                raise ValueError(f"{config.config_map_file}: expected one ConfigMap")
+            scratch = StaticSources()
+            try:
+                scratch.set_config_map(
+                    documents[0], namespace=config.namespace, config=config.mutation
+                )
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            for note in scratch.notes:
+                log.warning(note.code, detail=note.message)
+            store.set_config_map(scratch.config_map)
+        store.config_map_synced = True
+
+    return apply
+
+
+def _identities_apply(store: Store) -> Apply:
+    def apply(text: str | None) -> None:
+        # Upstream: a missing or empty file clears the identities; a bad one keeps them.
+        store.set_identities(parse_container_credentials(text or ""))
+
+    return apply
+
+
+def _file_sources(config: Config, store: Store, metrics: Metrics) -> list[PolledFile]:
+    """The file-fed sources, loaded now (a bad file is fatal at start-up) and polled later."""
+    applies: dict[str, tuple[str, Apply]] = {}
+    if config.service_accounts_files:
+        paths = tuple(dict.fromkeys(config.service_accounts_files))
+        for path, apply in _service_accounts_apply(store, paths).items():
+            applies[path] = ("service-accounts", apply)
+    else:
+        raise ConfigError("no ServiceAccount source: pass --service-accounts FILE")
+    if config.watch_config_map and config.config_map_file:
+        applies[config.config_map_file] = ("config-map", _config_map_apply(store, config))
+    if config.container_credentials_file:
+        applies[config.container_credentials_file] = (
+            "container-credentials",
+            _identities_apply(store),
+        )
+
+    polled = []
+    for path, (source, apply) in applies.items():
+
+        def tracked(text: str | None, source: str = source, apply: Apply = apply) -> None:
+            apply(text)
+            metrics.source_reloads.labels(source, "success").inc()
+            log.info("source_loaded", source=source, present=text is not None)
+
+        def failed(error: Exception, source: str = source) -> None:
+            metrics.source_reloads.labels(source, "error").inc()
+            log.error(
+                "source_reload_failed",
+                source=source,
+                error=str(error),
+                action="kept the previous content",
+            )
+
+        file = PolledFile(path, tracked, on_error=failed)
+        try:
+            file.load()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load {path}: {exc}") from None
+        polled.append(file)
+    return polled
+
+
+async def serve(config: Config) -> int:
+    """Run until a signal; returns the exit status. Raises ConfigError on bad start-up input."""
+    if config.mutation.compose_role_arn:
+        account, partition = await asyncio.to_thread(account_and_partition)
+        mutation = dataclasses.replace(config.mutation, account_id=account, partition=partition)
+        config = dataclasses.replace(config, mutation=mutation)
+    store = Store(config.mutation)
+    metrics = Metrics(production_registry())
+    metrics.watch_store(store)
+    context = server_context(config.tls_min_version, config.tls_cipher_suites)
+    certificates = CertificateReloader(
+        context, config.tls_cert, config.tls_key, on_reload=_report_certificate(metrics)
+    )
+    loaded = certificates.load()
+    metrics.certificate_expiry.set(loaded.not_after.timestamp())
+    polled = _file_sources(config, store, metrics)
+    hook = Webhook(config=config, store=store, metrics=metrics, certificates=certificates)
+
+    runners = [
+        web.AppRunner(make_webhook_app(hook), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT),
+        web.AppRunner(make_metrics_app(hook), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT),
+    ]
+    tasks = [asyncio.create_task(certificates.run())]
+    tasks += [asyncio.create_task(file.run()) for file in polled]
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    try:
+        for runner in runners:
+            await runner.setup()
+        await web.TCPSite(
+            runners[0], port=config.port, ssl_context=context, reuse_address=True
+        ).start()
+        await web.TCPSite(runners[1], port=config.metrics_port, reuse_address=True).start()
+        log.info(
+            "started",
+            port=config.port,
+            metrics_port=config.metrics_port,
+            ready=hook.ready,
+            certificate_serial=f"{loaded.serial:x}",
+            ignored_flags=list(config.ignored_flags) or None,
+        )
+        await stop.wait()
+        log.info("shutting_down", timeout_seconds=SHUTDOWN_TIMEOUT)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in runners:
+            await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            log.warning("second_signal", signal=name, action="exiting now")
+            os._exit(1)
+        log.info("signal", signal=name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)

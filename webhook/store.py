@@ -1,0 +1,141 @@
+"""The in-memory identity store the admission path reads; asyncio only, no I/O.
+
+Sources (the Kubernetes informer, static files, the container-credentials watcher) write into
+it on the event loop; the mutation core reads it through the `mutation.Sources` protocol. Each
+ServiceAccount is parsed into a small entry when it changes, never per admission, and only the
+entry is kept (upstream strips ServiceAccounts for the same reason: memory on large clusters).
+
+A lookup that misses can wait for the ServiceAccount to arrive (the grace period of
+compatibility 2c): `wait_for` parks a future per key that any later `put_service_account`
+resolves, and tells the live-lookup hook, if one is set, to fetch the key from the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from webhook.annotations import ConfigMapEntry, ServiceAccountEntry, parse_service_account
+from webhook.config import MutationConfig
+
+__all__ = ["Store"]
+
+MissHook = Callable[[str, str], None]
+
+
+class Store:
+    """ServiceAccount entries, ConfigMap entries and container-credentials identities."""
+
+    def __init__(self, config: MutationConfig) -> None:
+        self._config = config
+        self._service_accounts: dict[str, ServiceAccountEntry] = {}
+        self._config_map: dict[str, ConfigMapEntry] = {}
+        self._identities: frozenset[tuple[str, str]] = frozenset()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.on_miss: MissHook | None = None
+        """Called once per waited key, e.g. to start a live GET (deduplicated by the hook)."""
+        self.service_accounts_synced = False
+        self.config_map_synced = True
+        self.ever_populated = False
+        """Upstream's pod_identity_webhook_used gauge: some ServiceAccount was seen."""
+
+    # mutation.Sources -------------------------------------------------------------------------
+
+    def service_account(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        return self._service_accounts.get(f"{namespace}/{name}")
+
+    def config_map_entry(self, key: str) -> ConfigMapEntry | None:
+        return self._config_map.get(key)
+
+    def container_credentials(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._identities
+
+    # writers ----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.service_accounts_synced and self.config_map_synced
+
+    def __len__(self) -> int:
+        return len(self._service_accounts)
+
+    def put_service_account(
+        self, namespace: str, name: str, annotations: Mapping[str, Any] | None
+    ) -> None:
+        key = f"{namespace}/{name}"
+        self._service_accounts[key] = parse_service_account(annotations, self._config)
+        self.ever_populated = True
+        for future in self._waiters.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def delete_service_account(self, namespace: str, name: str) -> None:
+        self._service_accounts.pop(f"{namespace}/{name}", None)
+
+    def replace_service_accounts(
+        self, items: Iterable[tuple[str, str, Mapping[str, Any] | None]]
+    ) -> None:
+        """A full list: entries not in it are dropped (deleted while we were not watching)."""
+        fresh = {f"{ns}/{name}": given for ns, name, given in items}
+        for key in self._service_accounts.keys() - fresh.keys():
+            del self._service_accounts[key]
+        for key, given in fresh.items():
+            namespace, _, name = key.partition("/")
+            self.put_service_account(namespace, name, given)
+        self.service_accounts_synced = True
+
+    def set_config_map(self, entries: Mapping[str, ConfigMapEntry]) -> None:
+        self._config_map = dict(entries)
+
+    def set_identities(self, identities: frozenset[tuple[str, str]]) -> None:
+        self._identities = identities
+
+    @property
+    def identities(self) -> frozenset[tuple[str, str]]:
+        return self._identities
+
+    # waiting ----------------------------------------------------------------------------------
+
+    async def wait_for(self, namespace: str, name: str, within: float) -> bool:
+        """Wait up to `within` seconds for the ServiceAccount; True once it is known."""
+        key = f"{namespace}/{name}"
+        if key in self._service_accounts:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(key, [])
+        first = not waiters
+        waiters.append(future)
+        if first and self.on_miss is not None:
+            self.on_miss(namespace, name)
+        try:
+            async with asyncio.timeout(within):
+                await future
+        except TimeoutError:
+            return key in self._service_accounts
+        finally:
+            remaining = self._waiters.get(key)
+            if remaining is not None and future in remaining:
+                remaining.remove(future)
+                if not remaining:
+                    del self._waiters[key]
+        return True
+
+    # debugging --------------------------------------------------------------------------------
+
+    def dump(self) -> dict[str, dict[str, Any]]:
+        """Upstream's /debug/alpha/cache body: the ServiceAccount entries, keys sorted."""
+        return {
+            key: {
+                "RoleARN": entry.role_arn,
+                "Audience": entry.audience,
+                "UseRegionalSTS": entry.regional_sts,
+                "TokenExpiration": entry.token_expiration,
+            }
+            for key, entry in sorted(self._service_accounts.items())
+        }
+
+    def clear(self) -> None:
+        """Upstream's /debug/alpha/cache/clear: forget ServiceAccount and ConfigMap entries."""
+        self._service_accounts = {}
+        self._config_map = {}
