@@ -8,6 +8,7 @@ encoding/json with case-insensitive field names, encoding/csv for skip-container
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -94,12 +95,20 @@ def parse_token_expiration(text: str) -> tuple[int | None, bool]:
     return max(MIN_TOKEN_EXPIRATION, value), value < MIN_TOKEN_EXPIRATION
 
 
+@functools.lru_cache(maxsize=4)
+def _unannotated(config: MutationConfig) -> ServiceAccountEntry:
+    return ServiceAccountEntry(
+        "", config.token_audience, config.sts_regional_endpoint, config.token_expiration
+    )
+
+
 def parse_service_account(
     annotations: Mapping[str, Any] | None, config: MutationConfig
 ) -> ServiceAccountEntry:
     """Upstream's per-ServiceAccount entry; every ServiceAccount gets one, annotated or not."""
     prefix = config.annotation_prefix + "/"
-    annotations = annotations or {}
+    if not annotations or not any(key.startswith(prefix) for key in annotations):
+        return _unannotated(config)  # most ServiceAccounts: one shared entry saves memory
     notes: list[Note] = []
     role = annotations.get(prefix + ROLE_ARN)
     role_arn = role if isinstance(role, str) else ""

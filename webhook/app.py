@@ -8,6 +8,7 @@ an unexpected exception is a logged 500.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from webhook.annotations import Note
 from webhook.config import Config
 from webhook.errors import BadReview
 from webhook.metrics import Metrics
@@ -78,7 +80,8 @@ async def instrument(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision, str]:
-    """The decision, waiting for a ServiceAccount that is not cached yet (compatibility 2c)."""
+    """The decision and the lookup path: `cache`, `informer` or `api` (arrived while the request
+    waited, compatibility 2c), or `missed`."""
     config = hook.config
     decision = decide(
         admission.pod,
@@ -90,19 +93,25 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
     if decision.reason != "service-account-not-found":
         return decision, "cache"
     name = decision.service_account.partition("/")[2]
-    if config.grace_period > 0 and await hook.store.wait_for(
-        admission.namespace, name, config.grace_period
-    ):
-        decision = decide(
-            admission.pod,
-            namespace=admission.namespace,
-            sources=hook.store,
-            config=config.mutation,
-            jitter=hook.jitter,
-        )
-        return decision, "waited"
-    hook.metrics.count_missing_service_account()
-    return decision, "missed"
+    arrived = None
+    if config.grace_period > 0:
+        arrived = await hook.store.wait_for(admission.namespace, name, config.grace_period)
+    if arrived is None:
+        hook.metrics.count_missing_service_account()
+        return decision, "missed"
+    decision = decide(
+        admission.pod,
+        namespace=admission.namespace,
+        sources=hook.store,
+        config=config.mutation,
+        jitter=hook.jitter,
+    )
+    how = "a live API lookup" if arrived == "api" else "the watch"
+    late = Note(
+        "service-account-late",
+        f"ServiceAccount {decision.service_account} was not cached yet; found through {how}",
+    )
+    return dataclasses.replace(decision, notes=(late, *decision.notes)), arrived
 
 
 def _log_admission(

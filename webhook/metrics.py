@@ -152,8 +152,8 @@ class Metrics:
         )
         self.lookups = Counter(
             "pod_identity_webhook_service_account_lookups",
-            "ServiceAccount lookups by path: cache, waited (arrived within the grace period), "
-            "missed.",
+            "ServiceAccount lookups by path: cache, informer or api (arrived while the request "
+            "waited), missed.",
             ["path"],
             registry=registry,
         )
@@ -166,6 +166,18 @@ class Metrics:
         self.certificate_expiry = Gauge(
             "pod_identity_webhook_certificate_expiry_timestamp_seconds",
             "Expiry time of the serving certificate in use (Unix seconds).",
+            registry=registry,
+        )
+        self.fetches = Counter(
+            "pod_identity_webhook_service_account_fetches",
+            "Live ServiceAccount GETs on a cache miss, by result (found, not_found, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.api_errors = Counter(
+            "pod_identity_webhook_api_errors",
+            "Failed list or watch calls to the Kubernetes API, by source.",
+            ["source"],
             registry=registry,
         )
         self.source_reloads = Counter(

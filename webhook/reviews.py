@@ -24,6 +24,7 @@ API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 _WARNED = frozenset(
     {
         "service-account-not-found",
+        "service-account-late",
         "expiration-clamped",
         "container-skipped",
         "variables-present",

@@ -23,6 +23,7 @@ from webhook.config import Config
 from webhook.errors import ConfigError, InputError
 from webhook.filesources import PolledFile
 from webhook.imds import account_and_partition
+from webhook.kube import start_kubernetes
 from webhook.metrics import Metrics, production_registry
 from webhook.sources import StaticSources, load_documents, service_account_objects
 from webhook.store import Store
@@ -120,8 +121,11 @@ def _file_sources(config: Config, store: Store, metrics: Metrics) -> list[Polled
         paths = tuple(dict.fromkeys(config.service_accounts_files))
         for path, apply in _service_accounts_apply(store, paths).items():
             applies[path] = ("service-accounts", apply)
-    else:
-        raise ConfigError("no ServiceAccount source: pass --service-accounts FILE")
+        if config.watch_config_map and not config.config_map_file:
+            raise ConfigError(
+                "--watch-config-map with --service-accounts needs --config-map FILE "
+                "(the ConfigMap is read from the cluster only when ServiceAccounts are)"
+            )
     if config.watch_config_map and config.config_map_file:
         applies[config.config_map_file] = ("config-map", _config_map_apply(store, config))
     if config.container_credentials_file:
@@ -172,6 +176,15 @@ async def serve(config: Config) -> int:
     loaded = certificates.load()
     metrics.certificate_expiry.set(loaded.not_after.timestamp())
     polled = _file_sources(config, store, metrics)
+    kubernetes = None
+    if not config.service_accounts_files:
+        kubernetes = start_kubernetes(
+            config,
+            store,
+            asyncio.get_running_loop(),
+            on_error=lambda source: metrics.api_errors.labels(source).inc(),
+            on_fetch=lambda result: metrics.fetches.labels(result).inc(),
+        )
     hook = Webhook(config=config, store=store, metrics=metrics, certificates=certificates)
 
     runners = [
@@ -207,6 +220,8 @@ async def serve(config: Config) -> int:
                 await task
         for runner in runners:
             await runner.cleanup()
+        if kubernetes is not None:
+            await kubernetes.close()
     log.info("stopped")
     return 0
 

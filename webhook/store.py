@@ -32,7 +32,7 @@ class Store:
         self._service_accounts: dict[str, ServiceAccountEntry] = {}
         self._config_map: dict[str, ConfigMapEntry] = {}
         self._identities: frozenset[tuple[str, str]] = frozenset()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.on_miss: MissHook | None = None
         """Called once per waited key, e.g. to start a live GET (deduplicated by the hook)."""
         self.service_accounts_synced = False
@@ -60,30 +60,42 @@ class Store:
     def __len__(self) -> int:
         return len(self._service_accounts)
 
-    def put_service_account(
-        self, namespace: str, name: str, annotations: Mapping[str, Any] | None
-    ) -> None:
-        key = f"{namespace}/{name}"
-        self._service_accounts[key] = parse_service_account(annotations, self._config)
+    def put_entry(self, key: str, entry: ServiceAccountEntry, *, via: str = "informer") -> None:
+        """Store a parsed entry under `namespace/name` and wake whoever waits for it."""
+        self._service_accounts[key] = entry
         self.ever_populated = True
         for future in self._waiters.pop(key, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(via)
 
-    def delete_service_account(self, namespace: str, name: str) -> None:
-        self._service_accounts.pop(f"{namespace}/{name}", None)
+    def delete_entry(self, key: str) -> None:
+        self._service_accounts.pop(key, None)
+
+    def replace_entries(self, entries: dict[str, ServiceAccountEntry]) -> None:
+        """A full list: entries not in it are dropped (deleted while we were not watching)."""
+        self._service_accounts = entries
+        if entries:
+            self.ever_populated = True
+        for key in [k for k in self._waiters if k in entries]:
+            for future in self._waiters.pop(key):
+                if not future.done():
+                    future.set_result("informer")
+        self.service_accounts_synced = True
+
+    def put_service_account(
+        self, namespace: str, name: str, annotations: Mapping[str, Any] | None
+    ) -> None:
+        self.put_entry(f"{namespace}/{name}", parse_service_account(annotations, self._config))
 
     def replace_service_accounts(
         self, items: Iterable[tuple[str, str, Mapping[str, Any] | None]]
     ) -> None:
-        """A full list: entries not in it are dropped (deleted while we were not watching)."""
-        fresh = {f"{ns}/{name}": given for ns, name, given in items}
-        for key in self._service_accounts.keys() - fresh.keys():
-            del self._service_accounts[key]
-        for key, given in fresh.items():
-            namespace, _, name = key.partition("/")
-            self.put_service_account(namespace, name, given)
-        self.service_accounts_synced = True
+        self.replace_entries(
+            {
+                f"{ns}/{name}": parse_service_account(given, self._config)
+                for ns, name, given in items
+            }
+        )
 
     def set_config_map(self, entries: Mapping[str, ConfigMapEntry]) -> None:
         self._config_map = dict(entries)
@@ -97,12 +109,15 @@ class Store:
 
     # waiting ----------------------------------------------------------------------------------
 
-    async def wait_for(self, namespace: str, name: str, within: float) -> bool:
-        """Wait up to `within` seconds for the ServiceAccount; True once it is known."""
+    async def wait_for(self, namespace: str, name: str, within: float) -> str | None:
+        """Wait up to `within` seconds for the ServiceAccount.
+
+        Returns how it arrived (`informer` or `api`), `cache` if it was already there, or None.
+        """
         key = f"{namespace}/{name}"
         if key in self._service_accounts:
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return "cache"
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(key, [])
         first = not waiters
         waiters.append(future)
@@ -110,16 +125,15 @@ class Store:
             self.on_miss(namespace, name)
         try:
             async with asyncio.timeout(within):
-                await future
+                return await future
         except TimeoutError:
-            return key in self._service_accounts
+            return "informer" if key in self._service_accounts else None
         finally:
             remaining = self._waiters.get(key)
             if remaining is not None and future in remaining:
                 remaining.remove(future)
                 if not remaining:
                     del self._waiters[key]
-        return True
 
     # debugging --------------------------------------------------------------------------------
 
