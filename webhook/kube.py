@@ -315,6 +315,7 @@ class Fetcher:
             )
             if obj is None:
                 result = "not_found"
+                self._store.not_found(key)
             else:
                 self._store.put_entry(key, _entry(obj, self._config), via="api")
                 result = "found"

@@ -68,6 +68,12 @@ class Store:
             if not future.done():
                 future.set_result(via)
 
+    def not_found(self, key: str) -> None:
+        """The API server says the ServiceAccount does not exist: stop waiting for it now."""
+        for future in self._waiters.pop(key, ()):
+            if not future.done():
+                future.set_result("")
+
     def delete_entry(self, key: str) -> None:
         self._service_accounts.pop(key, None)
 
@@ -112,7 +118,8 @@ class Store:
     async def wait_for(self, namespace: str, name: str, within: float) -> str | None:
         """Wait up to `within` seconds for the ServiceAccount.
 
-        Returns how it arrived (`informer` or `api`), `cache` if it was already there, or None.
+        Returns how it arrived (`informer` or `api`), `cache` if it was already there, or None
+        when the time is up or the API server said it does not exist.
         """
         key = f"{namespace}/{name}"
         if key in self._service_accounts:
@@ -125,7 +132,7 @@ class Store:
             self.on_miss(namespace, name)
         try:
             async with asyncio.timeout(within):
-                return await future
+                return await future or None
         except TimeoutError:
             return "informer" if key in self._service_accounts else None
         finally:
