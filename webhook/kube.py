@@ -81,6 +81,7 @@ def client_configuration(config: Config) -> Any:
         raise ConfigError(f"Error creating config: {exc}") from None
     if config.kube_api:
         settings.host = config.kube_api
+    settings.retries = 0  # reflectors and the fetcher retry themselves, with backoff and limits
     return settings
 
 
