@@ -71,6 +71,8 @@ async def instrument(request: web.Request, handler: Handler) -> web.StreamRespon
     except Exception:
         log.exception("internal_error", path=request.path, method=request.method)
         response = _error(500, "internal error; see the webhook's log")
+        if request.path == "/mutate":
+            request.app[WEBHOOK].metrics.admissions.labels("error", "internal_error").inc()
     if request.path == "/mutate":
         metrics = request.app[WEBHOOK].metrics
         metrics.observe_request(
@@ -144,7 +146,9 @@ async def mutate(request: web.Request) -> web.Response:
     hook = request.app[WEBHOOK]
     started = time.perf_counter()
     if request.method != "POST":
-        return _error(405, f"use POST, not {request.method}")
+        response = _error(405, f"use POST, not {request.method}")
+        response.headers["Allow"] = "POST"
+        return response
     if request.content_type != "application/json":
         shown = request.headers.get("Content-Type", "no Content-Type")
         return _reject(hook, 415, f"expected Content-Type application/json, got {shown}", started)
@@ -154,7 +158,7 @@ async def mutate(request: web.Request) -> web.Response:
         return _reject(hook, 413, f"the body is larger than {MAX_BODY} bytes", started)
     try:
         review = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         return _reject(hook, 400, f"the body is not JSON: {exc}", started)
     try:
         admission = parse_review(review)
@@ -210,7 +214,8 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 async def debug_cache(request: web.Request) -> web.Response:
     dump: dict[str, Any] = request.app[WEBHOOK].store.dump()
-    return web.Response(text=json.dumps(dump, indent=1, sort_keys=True))
+    # Keys arrive sorted and fields in upstream's order; Go's MarshalIndent keeps both.
+    return web.Response(text=json.dumps(dump, indent=1))
 
 
 async def debug_cache_clear(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from webhook.errors import BadReview, ConfigError, InputError, WebhookError
 from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
 from webhook.imds import account_and_partition
 from webhook.mutation import Decision, Jitter, decide, random_jitter
+from webhook.oidc import oidc_command, trust_policy_command
 from webhook.reviews import AdmissionRequest, parse_review, respond
 from webhook.server import serve
 from webhook.sources import StaticSources, load_documents, read_text
@@ -226,10 +227,8 @@ def serve_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int
         print(f"{PROG}: {exc}", file=stderr)
         return 2
     if wants_help:
-        print(
-            f"Usage: {PROG} [serve] [flags]\n       {PROG} mutate|certs --help\n\nFlags:",
-            file=stdout,
-        )
+        print(f"Usage: {PROG} [serve] [flags]", file=stdout)
+        print(f"       {PROG} mutate|certs|oidc|trust-policy --help\n\nFlags:", file=stdout)
         print(serve_usage(), file=stdout)
         return 0
     if wants_version:
@@ -265,6 +264,10 @@ def run(
         return mutate(args[1:], stdin=stdin, stdout=stdout, stderr=stderr, jitter=jitter)
     if command == "certs":
         return certs_command(args[1:], stdout=stdout, stderr=stderr)
+    if command == "oidc":
+        return oidc_command(args[1:], stdout=stdout, stderr=stderr)
+    if command == "trust-policy":
+        return trust_policy_command(args[1:], stdout=stdout, stderr=stderr)
     if command == "serve":
         args = args[1:]
     return serve_command(args, stdout=stdout, stderr=stderr)

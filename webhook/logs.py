@@ -26,9 +26,17 @@ def configure(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = 
     ]
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False,
+            exception_formatter=structlog.dev.plain_traceback,  # no locals here either
+        )
     else:
-        shared.append(structlog.processors.dict_tracebacks)
+        # Tracebacks as data, but never frame locals: they can hold request bodies and tokens.
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*shared, renderer],

@@ -1,0 +1,91 @@
+"""/healthz (liveness) and /readyz (readiness) on the webhook port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.http.conftest import CertFiles, MakeHarness
+from webhook.tls import CertificateReloader, server_context
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def test_healthz_answers_ok(make_harness: MakeHarness):
+    harness = await make_harness()
+
+    response = await harness.client.get("/healthz")
+
+    assert response.status == 200
+    assert await response.text() == "ok"
+
+
+async def test_healthz_answers_ok_even_before_the_cache_has_synced(make_harness: MakeHarness):
+    harness = await make_harness(synced=False)
+
+    response = await harness.client.get("/healthz")
+
+    assert response.status == 200
+
+
+async def test_readyz_is_503_until_the_service_accounts_have_synced(make_harness: MakeHarness):
+    harness = await make_harness(synced=False)
+
+    before = await harness.client.get("/readyz")
+    assert before.status == 503
+    assert "ServiceAccounts not synced" in await before.text()
+
+    harness.store.replace_service_accounts([])
+
+    after = await harness.client.get("/readyz")
+    assert after.status == 200
+    assert await after.text() == "ok"
+
+
+async def test_readyz_is_503_while_the_certificates_are_not_loaded(
+    make_harness: MakeHarness, cert_files: CertFiles
+):
+    reloader = CertificateReloader(
+        server_context("1.2", ()), str(cert_files.cert), str(cert_files.key)
+    )
+    harness = await make_harness(certificates=reloader)
+
+    before = await harness.client.get("/readyz")
+    assert before.status == 503
+    assert await before.text() == "not ready: certificates not loaded"
+
+    reloader.load()
+
+    after = await harness.client.get("/readyz")
+    assert after.status == 200
+
+
+async def test_readyz_names_every_missing_piece(make_harness: MakeHarness, tmp_path: Path):
+    reloader = CertificateReloader(
+        server_context("1.2", ()), str(tmp_path / "tls.crt"), str(tmp_path / "tls.key")
+    )
+    harness = await make_harness(synced=False, certificates=reloader)
+    harness.store.config_map_synced = False
+
+    response = await harness.client.get("/readyz")
+
+    assert response.status == 503
+    assert await response.text() == (
+        "not ready: certificates not loaded, ServiceAccounts not synced, ConfigMap not synced"
+    )
+
+
+async def test_readyz_stays_ready_when_the_cache_is_emptied_later(make_harness: MakeHarness):
+    harness = await make_harness()
+
+    harness.store.replace_service_accounts([])
+
+    assert (await harness.client.get("/readyz")).status == 200
+
+
+async def test_healthz_and_readyz_are_not_on_the_metrics_port(make_harness: MakeHarness):
+    harness = await make_harness()
+
+    assert (await harness.metrics_client.get("/healthz")).status == 404
+    assert (await harness.metrics_client.get("/readyz")).status == 404

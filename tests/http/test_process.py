@@ -1,0 +1,493 @@
+"""The real command line: `python -m webhook` as a Deployment runs it.
+
+Each test starts its own process on free ports, talks to it over TLS on 127.0.0.1 only, and
+kills it in a `finally`. Waits are polls with deadlines; the only fixed sleeps are a few
+hundredths of a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+
+from tests.http.conftest import Authority
+from tests.http.helpers import (
+    JSON,
+    REPO,
+    ROLE,
+    env_of,
+    free_port,
+    make_pod,
+    make_review,
+    metric_value,
+    patched_pod,
+    sample_review,
+    wait_until_sync,
+)
+from webhook.certs import certificate_expiry, certificate_serial
+
+pytestmark = pytest.mark.timeout(30)
+
+STARTUP_DEADLINE = 10.0
+LATE_ACCOUNT = f"""\
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: late
+  namespace: default
+  annotations:
+    eks.amazonaws.com/role-arn: {ROLE}
+"""
+
+
+@dataclasses.dataclass
+class Files:
+    cert: Path
+    key: Path
+    service_accounts: Path
+    ca: bytes
+
+
+@pytest.fixture
+def files(tmp_path: Path, authority: Authority) -> Files:
+    cert, key = authority.issue()
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    accounts = tmp_path / "service-accounts.yaml"
+    accounts.write_text((REPO / "dev" / "service-accounts.yaml").read_text())
+    return Files(tmp_path / "tls.crt", tmp_path / "tls.key", accounts, authority.cert)
+
+
+@dataclasses.dataclass
+class Webhook:
+    proc: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    stdout: Path
+    stderr: Path
+    ca: bytes
+
+    def output(self) -> str:
+        return self.stdout.read_text() + self.stderr.read_text()
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every stdout line, parsed: the process writes JSON lines and nothing else."""
+        text = self.stdout.read_text()
+        if not text.endswith("\n"):  # a line still being written
+            text = text.rpartition("\n")[0]
+        entries = []
+        for line in text.splitlines():
+            entry = json.loads(line)
+            assert isinstance(entry, dict)
+            entries.append(entry)
+        return entries
+
+    def events(self) -> list[str]:
+        return [entry["event"] for entry in self.logs()]
+
+    def connection(self, timeout: float = 10) -> http.client.HTTPSConnection:
+        context = ssl.create_default_context(cadata=self.ca.decode())
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        connection = self.connection()
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def mutate(self, review: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, body = self.request("POST", "/mutate", json.dumps(review).encode(), JSON)
+        return status, json.loads(body)
+
+    def metrics(self, path: str = "/metrics") -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the webhook exited {self.proc.returncode}:\n{self.output()}")
+        try:
+            status, _ = self.request("GET", "/readyz")
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200
+
+    def wait_for_event(self, event: str, timeout: float = 5) -> None:
+        wait_until_sync(lambda: event in self.events(), timeout=timeout, what=f"log {event!r}")
+
+
+Launch = Callable[..., Webhook]
+
+
+def _argv(files: Files, port: int, metrics_port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "webhook",
+        "--in-cluster=false",
+        f"--port={port}",
+        f"--metrics-port={metrics_port}",
+        f"--tls-cert={files.cert}",
+        f"--tls-key={files.key}",
+        f"--service-accounts={files.service_accounts}",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def launch(tmp_path: Path, files: Files) -> Iterator[Launch]:
+    """`launch(*flags)`: a running, ready webhook; killed at the end of the test whatever happens."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> Webhook:
+        port, metrics_port = free_port(), free_port()
+        stdout, stderr = tmp_path / f"stdout-{port}.log", tmp_path / f"stderr-{port}.log"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                _argv(files, port, metrics_port, *extra), stdout=out, stderr=err, cwd=tmp_path
+            )
+        started.append(proc)
+        webhook = Webhook(proc, port, metrics_port, stdout, stderr, files.ca)
+        wait_until_sync(webhook.ready, timeout=STARTUP_DEADLINE, interval=0.05, what="readiness")
+        return webhook
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+class Parked:
+    """A /mutate request fully sent and waiting for its answer on its own connection."""
+
+    def __init__(self, webhook: Webhook, review: dict[str, Any]) -> None:
+        self.connection = webhook.connection(timeout=15)
+        try:
+            self.connection.request("POST", "/mutate", json.dumps(review).encode(), JSON)
+            self.sent = time.monotonic()
+            # Barrier: once a later request has been answered, the single-threaded server has
+            # accepted and read the earlier connection too: the parked request is in its handler.
+            assert webhook.request("GET", "/healthz") == (200, b"ok")
+            time.sleep(0.05)
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.connection.close()
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+# --- start-up and serving -----------------------------------------------------------------------
+
+
+def test_startup_logs_json_lines_and_serves_mutate(launch: Launch, files: Files):
+    webhook = launch()
+
+    status, answer = webhook.mutate(sample_review())
+
+    assert status == 200
+    assert answer["response"]["patchType"] == "JSONPatch"
+    pod = patched_pod(sample_review(), answer)
+    assert env_of(pod["spec"]["containers"][0])["AWS_ROLE_ARN"] == ROLE
+    logs = webhook.logs()
+    assert all({"event", "level", "timestamp"} <= set(entry) for entry in logs)
+    (started,) = [entry for entry in logs if entry["event"] == "started"]
+    assert started["port"] == webhook.port
+    assert started["metrics_port"] == webhook.metrics_port
+    assert started["certificate_serial"] == f"{certificate_serial(files.cert.read_bytes()):x}"
+    assert any(entry["event"] == "source_loaded" for entry in logs)
+    wait_until_sync(lambda: "admission" in webhook.events(), timeout=5, what="admission log")
+    (admission,) = [entry for entry in webhook.logs() if entry["event"] == "admission"]
+    assert admission["uid"] == sample_review()["request"]["uid"]
+    assert admission["outcome"] == "mutated"
+    assert webhook.stderr.read_text() == ""
+
+
+def test_healthz_is_on_the_tls_port_and_metrics_on_the_metrics_port(launch: Launch, files: Files):
+    webhook = launch()
+    webhook.mutate(sample_review())
+
+    assert webhook.request("GET", "/healthz") == (200, b"ok")
+    status, text = webhook.metrics()
+    assert status == 200
+    labels = {"verb": "POST", "path": "/mutate", "code": "200"}
+    assert metric_value(text, "http_request_count", labels) == 1
+    assert metric_value(text, "pod_identity_webhook_pod_count", {"method": "sts_web_identity"}) == 1
+    assert metric_value(text, "pod_identity_webhook_used") == 1
+    assert metric_value(text, "process_start_time_seconds") is not None
+    expiry = certificate_expiry(files.cert.read_bytes()).timestamp()
+    assert metric_value(text, "pod_identity_webhook_certificate_expiry_timestamp_seconds") == expiry
+    assert webhook.metrics("/healthz")[0] == 404
+    assert webhook.metrics("/debug/alpha/cache")[0] == 404
+
+
+def test_debugging_handlers_flag_serves_the_cache_on_the_metrics_port(launch: Launch):
+    webhook = launch("--enable-debugging-handlers")
+
+    status, text = webhook.metrics("/debug/alpha/cache")
+
+    assert status == 200
+    assert set(json.loads(text)) == {"default/default", "default/s3-reader"}
+
+
+def test_no_private_key_ever_reaches_the_output(launch: Launch, files: Files):
+    webhook = launch()
+    webhook.mutate(sample_review())
+    webhook.request("POST", "/mutate", b"{broken", JSON)
+    webhook.proc.send_signal(signal.SIGTERM)
+    webhook.proc.wait(timeout=10)
+
+    output = webhook.output()
+    key_lines = files.key.read_text().splitlines()[1:-1]
+    assert "PRIVATE KEY" not in output
+    assert not any(line in output for line in key_lines)
+
+
+def test_the_request_body_never_reaches_the_log_even_when_parsing_breaks(launch: Launch):
+    secret = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXNlcnZpY2UtYWNjb3VudC10b2tlbg.c2ln"
+    nesting = "[" * 100_000 + "]" * 100_000
+    body = f'{{"token": "{secret}", "nested": {nesting}}}'.encode()
+    webhook = launch()
+
+    _, answer = webhook.request("POST", "/mutate", body, JSON)
+    wait_until_sync(
+        lambda: bool({"admission_rejected", "internal_error"} & set(webhook.events())),
+        timeout=5,
+        what="the request's log line",
+    )
+
+    assert secret.encode() not in answer
+    assert secret not in webhook.output()
+
+
+def test_a_service_account_added_to_the_file_while_a_request_waits_is_used(
+    launch: Launch, files: Files
+):
+    webhook = launch("--service-account-lookup-grace-period=5s")
+    review = make_review(make_pod("late"))
+    with Parked(webhook, review) as parked:
+        temp = files.service_accounts.with_suffix(".tmp")
+        temp.write_text(files.service_accounts.read_text() + LATE_ACCOUNT)
+        temp.replace(files.service_accounts)
+        status, answer = parked.answer()
+
+    assert status == 200
+    assert time.monotonic() - parked.sent < 4.5  # well before the 5 s grace period ran out
+    assert env_of(patched_pod(review, answer)["spec"]["containers"][0])["AWS_ROLE_ARN"] == ROLE
+
+
+def _handshake(webhook: Webhook, maximum: ssl.TLSVersion | None = None) -> tuple[str, str]:
+    """(protocol, cipher) a client negotiates with the running webhook."""
+    context = ssl.create_default_context(cadata=webhook.ca.decode())
+    if maximum is not None:
+        context.maximum_version = maximum
+    with (
+        socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        cipher = tls.cipher()
+        assert cipher is not None
+        return cipher[1], cipher[0]
+
+
+def test_tls_min_version_flag_refuses_tls_1_2_clients(launch: Launch):
+    webhook = launch("--tls-min-version=VersionTLS13")
+
+    with pytest.raises(ssl.SSLError):
+        _handshake(webhook, ssl.TLSVersion.TLSv1_2)
+    assert _handshake(webhook)[0] == "TLSv1.3"
+
+
+def test_tls_cipher_suites_flag_sets_what_a_tls_1_2_client_negotiates(launch: Launch):
+    webhook = launch("--tls-cipher-suites= TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 ,")
+
+    assert _handshake(webhook, ssl.TLSVersion.TLSv1_2) == (
+        "TLSv1.2",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    )
+
+
+# --- graceful shutdown --------------------------------------------------------------------------
+
+
+def test_sigterm_lets_an_in_flight_request_finish_then_exits_zero(launch: Launch):
+    webhook = launch("--service-account-lookup-grace-period=3s")
+    with Parked(webhook, make_review(make_pod("not-in-the-file"), uid="in-flight")) as parked:
+        webhook.proc.send_signal(signal.SIGTERM)
+        wait_until_sync(
+            lambda: _refuses_connections(webhook.port), timeout=2, what="the listener to close"
+        )
+        status, answer = parked.answer()
+        returncode = webhook.proc.wait(timeout=5)
+
+    assert status == 200
+    assert answer["response"]["uid"] == "in-flight"
+    assert answer["response"]["allowed"] is True
+    assert returncode == 0
+    assert time.monotonic() - parked.sent < 3 + 3  # the grace period plus a prompt exit
+    events = webhook.events()
+    assert events.index("shutting_down") < events.index("admission") < events.index("stopped")
+    assert webhook.stderr.read_text() == ""
+
+
+def test_sigterm_with_nothing_in_flight_exits_zero_at_once(launch: Launch):
+    webhook = launch()
+
+    sent = time.monotonic()
+    webhook.proc.send_signal(signal.SIGTERM)
+    returncode = webhook.proc.wait(timeout=5)
+
+    assert returncode == 0
+    assert time.monotonic() - sent < 2
+    assert webhook.events()[-1] == "stopped"
+
+
+def test_sigint_is_a_graceful_stop_too(launch: Launch):
+    webhook = launch()
+
+    webhook.proc.send_signal(signal.SIGINT)
+
+    assert webhook.proc.wait(timeout=5) == 0
+    assert webhook.stderr.read_text() == ""
+
+
+def test_a_second_sigterm_during_shutdown_exits_at_once_with_a_failure(launch: Launch):
+    webhook = launch("--service-account-lookup-grace-period=10s")
+    with Parked(webhook, make_review(make_pod("not-in-the-file"))):
+        webhook.proc.send_signal(signal.SIGTERM)
+        webhook.wait_for_event("shutting_down")
+        assert webhook.proc.poll() is None  # still waiting for the parked request
+        second = time.monotonic()
+        webhook.proc.send_signal(signal.SIGTERM)
+        returncode = webhook.proc.wait(timeout=3)
+
+    assert returncode != 0
+    assert time.monotonic() - second < 2
+    assert "second_signal" in webhook.events()
+
+
+# --- start-up errors ----------------------------------------------------------------------------
+
+
+def _run(files: Files, *extra: str, **replace: str) -> subprocess.CompletedProcess[str]:
+    argv = _argv(files, free_port(), free_port(), *extra)
+    for flag, value in replace.items():
+        name = "--" + flag.replace("_", "-")
+        argv = [f"{name}={value}" if arg.startswith(f"{name}=") else arg for arg in argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], status: int = 2) -> str:
+    assert result.returncode == status, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pod-identity-webhook: ")
+    return lines[0]
+
+
+def test_a_missing_certificate_file_is_a_one_line_error(files: Files, tmp_path: Path):
+    missing = tmp_path / "nowhere" / "tls.crt"
+
+    line = _one_line_error(_run(files, tls_cert=str(missing)))
+
+    assert str(missing) in line
+
+
+def test_a_garbage_key_file_is_a_one_line_error(files: Files):
+    files.key.write_text("this is not a key\n")
+
+    line = _one_line_error(_run(files))
+
+    assert str(files.key) in line
+
+
+def test_an_unsupported_tls_min_version_is_upstreams_one_line_error(files: Files):
+    line = _one_line_error(_run(files, "--tls-min-version=1.4"))
+
+    assert line.endswith("Invalid value for tls-min-version unsupported version 1.4")
+
+
+def test_an_unknown_cipher_suite_is_upstreams_one_line_error(files: Files):
+    line = _one_line_error(
+        _run(files, "--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_BOGUS")
+    )
+
+    assert line.endswith("invalid tls-cipher-suites: unsupported cipher suite: TLS_BOGUS")
+
+
+def test_an_unknown_flag_is_a_one_line_error(files: Files):
+    line = _one_line_error(_run(files, "--no-such-flag=1"))
+
+    assert "--no-such-flag" in line
+
+
+def test_in_cluster_true_is_refused_with_a_pointer_to_the_alternatives(files: Files):
+    line = _one_line_error(_run(files, in_cluster="true"))
+
+    assert "--in-cluster=false" in line
+
+
+def test_a_service_accounts_file_that_is_not_yaml_is_a_one_line_error(files: Files):
+    files.service_accounts.write_text("apiVersion: v1\nkind: [ServiceAccount\n  metadata: {\n")
+
+    line = _one_line_error(_run(files))
+
+    assert str(files.service_accounts) in line
+
+
+def test_a_port_already_in_use_is_a_one_line_error(files: Files):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("0.0.0.0", 0))  # noqa: S104 - the webhook binds every interface
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = _run(files, port=str(port))
+
+    line = _one_line_error(result, status=1)
+    assert str(port) in line
