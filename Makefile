@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PORT         ?= 8443
 METRICS_PORT ?= 9999
 
-.PHONY: install test lint fmt check clean run request certs
+.PHONY: install test lint fmt check clean run request certs e2e
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest --cov=webhook --cov-report=term -q
+
+# Only the end-to-end tier (real kube-apiserver + etcd; tools/kube/build.sh builds them if needed).
+e2e: install
+	$(BIN)/pytest tests/e2e -q
 
 lint: install
 	$(BIN)/ruff format --check webhook tests

@@ -241,3 +241,13 @@ def test_missing_identity_fields_are_empty_strings():
 def test_malformed_container_credentials_raise(text):
     with pytest.raises(ValueError):
         parse_container_credentials(text)
+
+
+@pytest.mark.parametrize("seconds", [300, 1, -5])
+def test_config_map_expiration_below_ten_minutes_is_raised(seconds):
+    entries, notes = parse_config_map(
+        f'{{"n/s": {{"RoleARN": "arn:a", "TokenExpiration": {seconds}}}}}', CONFIG
+    )
+    assert entries is not None
+    assert entries["n/s"].token_expiration == 600
+    assert notes[0].code == "expiration-clamped"

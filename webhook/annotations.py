@@ -8,6 +8,7 @@ encoding/json with case-insensitive field names, encoding/csv for skip-container
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -231,6 +232,17 @@ def parse_config_map(
             notes.append(Note("config-map-entry-skipped", f"entry {key!r}: {exc}; skipped"))
             continue
         name = rest.split("/", 1)[0]
+        if entry.token_expiration < MIN_TOKEN_EXPIRATION:
+            # Upstream injects it as is and the API server then rejects every Pod of that
+            # ServiceAccount; raise it like every other expiration (compatibility 2d).
+            notes.append(
+                Note(
+                    "expiration-clamped",
+                    f"entry {key!r}: TokenExpiration {entry.token_expiration} raised to "
+                    f"{MIN_TOKEN_EXPIRATION} seconds",
+                )
+            )
+            entry = dataclasses.replace(entry, token_expiration=MIN_TOKEN_EXPIRATION)
         entries[f"{namespace}/{name}"] = entry
     return entries, tuple(notes)
 
