@@ -71,6 +71,10 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
             st.sampled_from(["sidecar", "app, b", '"x,y"', 'bad"', ""])
         )
     if draw(st.booleans()):
+        annotations["eks.amazonaws.com/include-containers"] = draw(
+            st.sampled_from(["app", "app,init", 'x"'])
+        )
+    if draw(st.booleans()):
         annotations["eks.amazonaws.com/token-expiration"] = draw(
             st.sampled_from(["0", "3600", "86400", "x", "-1"])
         )
@@ -96,6 +100,8 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         spec["nodeSelector"] = {"kubernetes.io/os": draw(st.sampled_from(["windows", "linux"]))}
+    if draw(st.booleans()):
+        spec["os"] = {"name": draw(st.sampled_from(["windows", "linux"]))}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
@@ -121,6 +127,8 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
             )
         if draw(st.booleans()):
             annotations["eks.amazonaws.com/audience"] = draw(st.sampled_from(["", "aud"]))
+        if draw(st.booleans()):
+            annotations["eks.amazonaws.com/region"] = draw(st.sampled_from(["", "eu-west-1"]))
         sources.service_accounts["default/app"] = parse_service_account(annotations, config)
     if draw(st.booleans()):
         key = draw(st.sampled_from(["default/app", "*/app", "other/app"]))

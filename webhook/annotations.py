@@ -13,7 +13,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.config import MIN_TOKEN_EXPIRATION, MutationConfig
@@ -36,6 +36,8 @@ AUDIENCE = "audience"
 STS_REGIONAL_ENDPOINTS = "sts-regional-endpoints"
 TOKEN_EXPIRATION = "token-expiration"
 SKIP_CONTAINERS = "skip-containers"
+INCLUDE_CONTAINERS = "include-containers"  # ours: only these containers get credentials
+REGION = "region"  # ours: per-ServiceAccount region instead of --aws-default-region
 
 CONFIG_MAP_NAME = "pod-identity-webhook"
 CONFIG_MAP_KEY = "config"
@@ -61,6 +63,10 @@ class ServiceAccountEntry:
     regional_sts: bool
     token_expiration: int
     notes: tuple[Note, ...] = ()
+    region: str | None = None
+    """From the `region` annotation; None means --aws-default-region."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """The prefixed annotations only, for extension rules."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +155,17 @@ def parse_service_account(
                 notes.append(
                     Note("expiration-clamped", f"token expiration {raw} raised to {value} seconds")
                 )
-    return ServiceAccountEntry(role_arn, audience, regional, expiration, tuple(notes))
+    region = annotations.get(prefix + REGION)
+    kept = {k: v for k, v in annotations.items() if k.startswith(prefix) and isinstance(v, str)}
+    return ServiceAccountEntry(
+        role_arn,
+        audience,
+        regional,
+        expiration,
+        tuple(notes),
+        region if isinstance(region, str) else None,
+        kept,
+    )
 
 
 class _Missing:

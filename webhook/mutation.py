@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from webhook.annotations import (
+    INCLUDE_CONTAINERS,
     SKIP_CONTAINERS,
     TOKEN_EXPIRATION,
     ConfigMapEntry,
@@ -81,6 +82,10 @@ class Decision:
     service_account: str
     """`<namespace>/<name>` the decision was made for."""
     notes: tuple[Note, ...]
+    audience: str = ""
+    token_expiration: int = 0
+    targets: tuple[str, ...] = ()
+    """JSON pointers of the containers that carry the credentials (skipped ones excluded)."""
 
     @property
     def mutated(self) -> bool:
@@ -130,6 +135,7 @@ class _Plan:
     regional_sts: bool
     credentials: tuple[tuple[str, str], ...]  # the credential pair, in order
     credential_keys: tuple[str, ...]
+    region: str
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -210,9 +216,20 @@ def decide(
             return found
         plan, role_source, role_arn = found
 
-    patch = _patch(pod, metadata, spec, annotations, plan, config, notes)
+    patch, targets = _patch(pod, metadata, spec, annotations, plan, config, notes)
     reason = "injected" if patch else "already-present"
-    return Decision(tuple(patch), reason, plan.method, role_source, role_arn, key, tuple(notes))
+    return Decision(
+        tuple(patch),
+        reason,
+        plan.method,
+        role_source,
+        role_arn,
+        key,
+        tuple(notes),
+        audience=plan.audience,
+        token_expiration=plan.expiration,
+        targets=tuple(targets),
+    )
 
 
 def _pod_expiration(
@@ -288,6 +305,7 @@ def _web_identity_plan(
         regional_sts=regional,
         credentials=(("AWS_ROLE_ARN", role), ("AWS_WEB_IDENTITY_TOKEN_FILE", "")),
         credential_keys=ROLE_ARN_VARS,
+        region=_region(entry, config),
     )
     return plan, source, role
 
@@ -327,13 +345,29 @@ def _container_credentials_plan(
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", ""),
         ),
         credential_keys=CONTAINER_CREDENTIALS_VARS,
+        region=_region(entry, config),
     )
+
+
+def _region(entry: ServiceAccountEntry | None, config: MutationConfig) -> str:
+    # Ours: a `region` annotation on the ServiceAccount overrides --aws-default-region.
+    if entry is not None and entry.region is not None:
+        return entry.region
+    return config.region
+
+
+def _is_windows(spec: Mapping[str, Any]) -> bool:
+    selectors = _string_map(spec.get("nodeSelector"), "spec.nodeSelector")
+    if any(selectors.get(key) == "windows" for key in WINDOWS_SELECTORS):
+        return True
+    # Ours: spec.os.name pins the Pod to Windows nodes even without a node selector.
+    os_field = spec.get("os")
+    return isinstance(os_field, dict) and os_field.get("name") == "windows"
 
 
 def _token_file(spec: Mapping[str, Any], plan: _Plan) -> str:
     path = go_path_join(plan.mount_path, plan.token_path)
-    selectors = _string_map(spec.get("nodeSelector"), "spec.nodeSelector")
-    if any(selectors.get(key) == "windows" for key in WINDOWS_SELECTORS):
+    if _is_windows(spec):
         # Only the env value changes; the mountPath stays Unix-style (upstream).
         return "C:" + path.replace("/", "\\")
     return path
@@ -354,7 +388,7 @@ def _patch(
     plan: _Plan,
     config: MutationConfig,
     notes: list[Note],
-) -> list[PatchOp]:
+) -> tuple[list[PatchOp], list[str]]:
     ops: list[PatchOp] = []
     if plan.method == "container_credentials":
         labels = _string_map(metadata.get("labels"), "metadata.labels")
@@ -392,26 +426,20 @@ def _patch(
 
     token_file = _token_file(spec, plan)
     credentials = [{"name": name, "value": value or token_file} for name, value in plan.credentials]
-    skip_text = annotations.get(f"{config.annotation_prefix}/{SKIP_CONTAINERS}")
-    skip: frozenset[str] = frozenset()
-    if skip_text is not None:
-        parsed = parse_skip_containers(skip_text)
-        if parsed is None:
-            notes.append(
-                Note(
-                    "invalid-annotation",
-                    f"pod annotation {config.annotation_prefix}/{SKIP_CONTAINERS} is not "
-                    "valid CSV; no container skipped",
-                )
-            )
-        else:
-            skip = parsed
+    skip = _container_names(annotations, config.annotation_prefix, SKIP_CONTAINERS, notes)
+    include = _container_names(annotations, config.annotation_prefix, INCLUDE_CONTAINERS, notes)
+    targets: list[str] = []
 
     for field, index, container, name in _containers(spec):
         where = f"spec.{field}[{index}]"
-        if name in skip:
+        if skip is not None and name in skip:
             notes.append(Note("container-skipped", f"container {name} skipped by annotation"))
             continue
+        if include is not None and name not in include:
+            notes.append(Note("container-skipped", f"container {name} not in include-containers"))
+            continue
+        base = f"/spec/{field}/{index}"
+        targets.append(base)
         env = _list(container.get("env"), f"{where}.env")
         present = {_name(var, f"{where}.env[{i}]") for i, var in enumerate(env)}
         has_credentials = any(key in present for key in plan.credential_keys)
@@ -428,8 +456,8 @@ def _patch(
         additions: list[dict[str, str]] = []
         if not has_sts and plan.regional_sts:
             additions.append({"name": STS_VAR, "value": "regional"})
-        if not has_region and config.region:
-            additions.extend({"name": var, "value": config.region} for var in REGION_VARS)
+        if not has_region and plan.region:
+            additions.extend({"name": var, "value": plan.region} for var in REGION_VARS)
         if has_credentials:
             already = ", ".join(k for k in plan.credential_keys if k in present)
             notes.append(
@@ -439,14 +467,34 @@ def _patch(
             )
         else:
             additions.extend(credentials)
-        base = f"/spec/{field}/{index}"
         ops.extend(_append(container, "env", base, additions))
         mounts = _list(container.get("volumeMounts"), f"{where}.volumeMounts")
         mount_names = {_name(m, f"{where}.volumeMounts[{i}]") for i, m in enumerate(mounts)}
         if plan.volume_name not in mount_names:
             mount = {"name": plan.volume_name, "readOnly": True, "mountPath": plan.mount_path}
             ops.extend(_append(container, "volumeMounts", base, [mount]))
-    return ops
+    return ops, targets
+
+
+def _container_names(
+    annotations: Mapping[str, str], prefix: str, suffix: str, notes: list[Note]
+) -> frozenset[str] | None:
+    """Names from a CSV container-list annotation; None when it is absent.
+
+    An unparsable skip list skips nothing (upstream); an unparsable include list includes
+    nothing, so a typo never hands credentials to containers that were meant to go without.
+    """
+    text = annotations.get(f"{prefix}/{suffix}")
+    if text is None:
+        return None
+    parsed = parse_skip_containers(text)
+    if parsed is not None:
+        return parsed
+    outcome = "no container skipped" if suffix == SKIP_CONTAINERS else "no container included"
+    notes.append(
+        Note("invalid-annotation", f"pod annotation {prefix}/{suffix} is not valid CSV; {outcome}")
+    )
+    return None if suffix == SKIP_CONTAINERS else frozenset()
 
 
 def _append(
