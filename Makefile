@@ -11,10 +11,11 @@ METRICS_PORT ?= 9999
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/session-name-rule/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -e examples/session-name-rule
 	touch $(STAMP)
 
 test: install
@@ -25,13 +26,13 @@ e2e: install
 	$(BIN)/pytest tests/e2e -q
 
 lint: install
-	$(BIN)/ruff format --check webhook tests
-	$(BIN)/ruff check webhook tests
+	$(BIN)/ruff format --check webhook tests examples
+	$(BIN)/ruff check webhook tests examples
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format webhook tests
-	$(BIN)/ruff check --fix webhook tests
+	$(BIN)/ruff format webhook tests examples
+	$(BIN)/ruff check --fix webhook tests examples
 
 check: lint test
 

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.annotations import Note
 from webhook.config import Config
 from webhook.errors import BadReview
+from webhook.extensions import Extensions, Extras, extend
 from webhook.metrics import Metrics
 from webhook.mutation import Decision, Jitter, decide, random_jitter
 from webhook.reviews import AdmissionRequest, parse_review, respond
@@ -46,6 +47,8 @@ class Webhook:
     metrics: Metrics
     certificates: CertificateReloader | None = None
     jitter: Jitter = random_jitter
+    extensions: Extensions = field(default_factory=Extensions)
+    """The role policy and extension rules; replaced when the policy file changes."""
 
     @property
     def ready(self) -> bool:
@@ -116,16 +119,43 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
     return dataclasses.replace(decision, notes=(late, *decision.notes)), arrived
 
 
+async def _extend(hook: Webhook, admission: AdmissionRequest, decision: Decision) -> Extras:
+    entry = hook.store.service_account(
+        admission.namespace, decision.service_account.partition("/")[2]
+    )
+    extras = await extend(
+        admission.pod,
+        admission.namespace,
+        decision,
+        hook.extensions,
+        annotations=entry.annotations if entry else {},
+        config=hook.config.mutation,
+    )
+    for violation in extras.violations:
+        hook.metrics.policy_violations.labels(violation.rule, violation.mode).inc()
+    for name, error in extras.rule_errors:
+        hook.metrics.rule_errors.labels(name).inc()
+        log.error("rule_failed", rule=name, error=error, uid=admission.uid)
+    return extras
+
+
 def _log_admission(
-    admission: AdmissionRequest, decision: Decision, lookup: str, started: float
+    admission: AdmissionRequest,
+    decision: Decision,
+    lookup: str,
+    started: float,
+    extras: Extras | None = None,
 ) -> None:
+    outcome = "mutated" if decision.mutated or (extras and extras.patch) else "not_mutated"
     log.info(
         "admission",
         uid=admission.uid,
         namespace=admission.namespace,
         pod=admission.pod_name,
         service_account=decision.service_account.partition("/")[2],
-        outcome="mutated" if decision.mutated else "not_mutated",
+        outcome="denied" if extras and extras.denial else outcome,
+        denial=extras.denial if extras else None,
+        policy_violations=[v.rule for v in extras.violations] if extras else None,
         reason=decision.reason,
         method=decision.method,
         role_source=decision.role_source,
@@ -168,11 +198,17 @@ async def mutate(request: web.Request) -> web.Response:
     hook.metrics.lookups.labels(lookup).inc()
     if decision.method:
         hook.metrics.count_pod(decision.method)
-    outcome = "mutated" if decision.mutated else "not_mutated"
-    hook.metrics.admissions.labels(outcome, decision.reason).inc()
-    answer = json.dumps(respond(admission, decision), separators=(",", ":"))
+    extras = None
+    if hook.extensions.active:
+        extras = await _extend(hook, admission, decision)
+    outcome = "mutated" if decision.mutated or (extras and extras.patch) else "not_mutated"
+    reason = decision.reason
+    if extras and extras.denial:
+        outcome, reason = "denied", "policy" if extras.violations else "rule"
+    hook.metrics.admissions.labels(outcome, reason).inc()
+    answer = json.dumps(respond(admission, decision, extras), separators=(",", ":"))
     hook.metrics.admission_duration.observe(time.perf_counter() - started)
-    _log_admission(admission, decision, lookup, started)
+    _log_admission(admission, decision, lookup, started, extras)
     return web.Response(text=answer, content_type="application/json")
 
 

@@ -20,6 +20,7 @@ import yaml
 from webhook import __version__, logs
 from webhook.certs import certs_command
 from webhook.config import (
+    EXTENSION_FLAGS,
     MUTATION_FLAGS,
     MutationConfig,
     config_from_argv,
@@ -27,6 +28,7 @@ from webhook.config import (
     serve_usage,
 )
 from webhook.errors import BadReview, ConfigError, InputError, WebhookError
+from webhook.extensions import Extras, extend, load_extensions
 from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
 from webhook.imds import account_and_partition
 from webhook.mutation import Decision, Jitter, decide, random_jitter
@@ -69,6 +71,14 @@ MUTATE_FLAGS: tuple[FlagSpec, ...] = (
     ),
     FlagSpec("namespace", str, "eks", "Namespace the webhook reads its ConfigMap from"),
     *MUTATION_FLAGS,
+    *EXTENSION_FLAGS,
+    FlagSpec(
+        "fail-on-deny",
+        parse_go_bool,
+        False,
+        "Exit with status 3 when the policy or a rule denies the Pod",
+        "bool",
+    ),
     FlagSpec(
         "output", _output, "pod", "Output: pod (YAML), patch (JSON Patch) or review", shorthand="o"
     ),
@@ -198,6 +208,26 @@ def mutate(
             # The API server's ServiceAccount admission plugin fills this in before webhooks run.
             default_service_account="" if from_review else "default",
         )
+        extensions = load_extensions(
+            values["policy"],
+            values["rule"],
+            rule_timeout=values["rule-timeout"],
+            failure_policy=values["rule-failure-policy"],
+        )
+        extras = Extras()
+        if extensions.active:
+            name = decision.service_account.partition("/")[2]
+            entry = sources.service_account(request.namespace, name)
+            extras = asyncio.run(
+                extend(
+                    request.pod,
+                    request.namespace,
+                    decision,
+                    extensions,
+                    annotations=entry.annotations if entry else {},
+                    config=config,
+                )
+            )
     except (WebhookError, ConfigError) as exc:
         print(f"{PROG} mutate: {exc}", file=stderr)
         return 1
@@ -206,16 +236,24 @@ def mutate(
     else:
         for note in sources.notes:
             print(f"{PROG} mutate: warning: {note.message}", file=stderr)
+    for name, error in extras.rule_errors:
+        print(f"{PROG} mutate: rule {name} failed: {error}", file=stderr)
+    for warning in extras.warnings:
+        print(f"{PROG} mutate: warning: {warning}", file=stderr)
+    ops = [] if extras.denial else [*decision.patch, *extras.patch]
     output = values["output"]
     if output == "patch":
-        print(json.dumps(list(decision.patch), indent=2), file=stdout)
+        print(json.dumps(ops, indent=2), file=stdout)
     elif output == "review":
-        print(json.dumps(respond(request, decision), indent=2), file=stdout)
+        print(json.dumps(respond(request, decision, extras), indent=2), file=stdout)
     else:
-        mutated = jsonpatch.apply_patch(request.pod, list(decision.patch))
-        print(
-            yaml.safe_dump(mutated, sort_keys=False, default_flow_style=False), end="", file=stdout
-        )
+        mutated = jsonpatch.apply_patch(request.pod, ops)
+        text = yaml.safe_dump(mutated, sort_keys=False, default_flow_style=False)
+        print(text, end="", file=stdout)
+    if extras.denial:
+        print(f"{PROG} mutate: denied: {extras.denial}", file=stderr)
+        if values["fail-on-deny"]:
+            return 3
     return 0
 
 

@@ -145,6 +145,10 @@ class Config:
     config_map_file: str = ""
     ignored_flags: tuple[str, ...] = ()
     """klog flags that were given; accepted for compatibility and otherwise unused."""
+    policy_file: str = ""
+    rules: tuple[str, ...] = ()
+    rule_timeout: float = 0.25
+    rule_failure_policy: str = "ignore"
 
 
 def _int(text: str) -> int:
@@ -290,6 +294,33 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("config-map", _str, "", "pod-identity-webhook ConfigMap manifest file"),
 )
 
+
+def _failure_policy(text: str) -> str:
+    if text not in ("ignore", "deny"):
+        raise ValueError("must be ignore or deny")
+    return text
+
+
+#: Ours, for security teams: the role policy and extension rules (serve and mutate).
+EXTENSION_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec("policy", _str, "", "Role policy file (YAML); reloaded when it changes"),
+    FlagSpec(
+        "rule",
+        _str,
+        None,
+        "Extension rule: an installed entry-point name or module:callable; repeatable",
+        "stringArray",
+        repeatable=True,
+    ),
+    FlagSpec("rule-timeout", parse_go_duration, 0.25, "Time limit of one rule", "duration"),
+    FlagSpec(
+        "rule-failure-policy",
+        _failure_policy,
+        "ignore",
+        "A rule that fails or times out: ignore it (fail-open) or deny the Pod",
+    ),
+)
+
 #: klog's flags: accepted so upstream command lines keep working; only -v/--v is used.
 KLOG_FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("v", _int, 0, "Log verbosity (4 or more logs debug lines)", "int", shorthand="v"),
@@ -326,7 +357,7 @@ KLOG_FLAGS: tuple[FlagSpec, ...] = (
 HELP_FLAG = FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h")
 
 ALL_SERVE_FLAGS: tuple[FlagSpec, ...] = (
-    SERVER_FLAGS + MUTATION_FLAGS + RUNTIME_FLAGS + KLOG_FLAGS + (HELP_FLAG,)
+    SERVER_FLAGS + MUTATION_FLAGS + RUNTIME_FLAGS + EXTENSION_FLAGS + KLOG_FLAGS + (HELP_FLAG,)
 )
 
 
@@ -389,6 +420,10 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         log_format=values["log-format"],
         service_accounts_files=tuple(values["service-accounts"]),
         config_map_file=values["config-map"],
+        policy_file=values["policy"],
+        rules=tuple(values["rule"]),
+        rule_timeout=values["rule-timeout"],
+        rule_failure_policy=values["rule-failure-policy"],
         ignored_flags=tuple(
             sorted(
                 spec.name

@@ -146,7 +146,8 @@ class Metrics:
         )
         self.admissions = Counter(
             "pod_identity_webhook_admissions",
-            "Admission answers by outcome (mutated, not_mutated, rejected, error) and reason.",
+            "Admission answers by outcome (mutated, not_mutated, denied, rejected, error) and "
+            "reason.",
             ["outcome", "reason"],
             registry=registry,
         )
@@ -178,6 +179,18 @@ class Metrics:
             "pod_identity_webhook_api_errors",
             "Failed list or watch calls to the Kubernetes API, by source.",
             ["source"],
+            registry=registry,
+        )
+        self.policy_violations = Counter(
+            "pod_identity_webhook_policy_violations",
+            "Role-policy violations by rule and mode (audit admits, enforce denies).",
+            ["rule", "mode"],
+            registry=registry,
+        )
+        self.rule_errors = Counter(
+            "pod_identity_webhook_rule_errors",
+            "Extension rules that raised or timed out, by rule.",
+            ["rule"],
             registry=registry,
         )
         self.source_reloads = Counter(

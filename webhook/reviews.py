@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from webhook.errors import BadReview, InvalidPod
-from webhook.mutation import Decision
+from webhook.extensions import Extras
+from webhook.mutation import Decision, PatchOp
 
 __all__ = ["AdmissionRequest", "encode_patch", "parse_review", "respond", "warnings_for"]
 
@@ -94,8 +96,8 @@ def parse_review(review: Any) -> AdmissionRequest:
     return AdmissionRequest(uid, namespace, pod, kind, api_version)
 
 
-def encode_patch(decision: Decision) -> str:
-    body = json.dumps(list(decision.patch), separators=(",", ":"), ensure_ascii=False)
+def encode_patch(ops: Sequence[PatchOp]) -> str:
+    body = json.dumps(list(ops), separators=(",", ":"), ensure_ascii=False)
     return base64.b64encode(body.encode()).decode("ascii")
 
 
@@ -128,16 +130,28 @@ def audit_annotations(decision: Decision) -> dict[str, str]:
     return annotations
 
 
-def respond(request: AdmissionRequest, decision: Decision) -> dict[str, Any]:
-    """The AdmissionReview response for one decision."""
-    response: dict[str, Any] = {"uid": request.uid, "allowed": True}
-    if decision.patch:
-        response["patch"] = encode_patch(decision)
-        response["patchType"] = "JSONPatch"
-    warnings = warnings_for(decision)
+def respond(
+    request: AdmissionRequest, decision: Decision, extras: Extras | None = None
+) -> dict[str, Any]:
+    """The AdmissionReview response for one decision and what the extensions added."""
+    extras = extras or Extras()
+    response: dict[str, Any] = {"uid": request.uid}
+    audit = audit_annotations(decision)
+    if extras.denial:
+        # A deliberate denial by the policy or a rule: the API server rejects the Pod with it.
+        response["allowed"] = False
+        response["status"] = {"code": 403, "reason": "Forbidden", "message": extras.denial}
+        audit["decision"] = "denied"
+    else:
+        response["allowed"] = True
+        ops = [*decision.patch, *extras.patch]
+        if ops:
+            response["patch"] = encode_patch(ops)
+            response["patchType"] = "JSONPatch"
+    warnings = [*warnings_for(decision), *extras.warnings]
     if warnings:
         response["warnings"] = warnings
-    response["auditAnnotations"] = audit_annotations(decision)
+    response["auditAnnotations"] = {**audit, **extras.audit}
     review: dict[str, Any] = {}
     if request.kind:
         review["kind"] = request.kind

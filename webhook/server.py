@@ -21,10 +21,12 @@ from webhook.annotations import Note, parse_container_credentials
 from webhook.app import Webhook, make_metrics_app, make_webhook_app
 from webhook.config import Config
 from webhook.errors import ConfigError, InputError
+from webhook.extensions import load_extensions
 from webhook.filesources import PolledFile
 from webhook.imds import account_and_partition
 from webhook.kube import start_kubernetes
 from webhook.metrics import Metrics, production_registry
+from webhook.policy import parse_policy
 from webhook.sources import StaticSources, load_documents, service_account_objects
 from webhook.store import Store
 from webhook.tls import CertificateReloader, LoadedCertificate, server_context
@@ -160,6 +162,26 @@ def _file_sources(config: Config, store: Store, metrics: Metrics) -> list[Polled
     return polled
 
 
+def _policy_file(path: str, hook: Webhook, metrics: Metrics) -> PolledFile:
+    """The policy is reloaded like the other files; a bad new one keeps the old in force."""
+
+    def apply(text: str | None) -> None:
+        if text is None:
+            raise ValueError(f"{path} does not exist")
+        policy = parse_policy(text)  # PolicyError is a ValueError
+        hook.extensions = dataclasses.replace(hook.extensions, policy=policy)
+        metrics.source_reloads.labels("policy", "success").inc()
+        log.info("policy_loaded", rules=[rule.name for rule in policy.rules])
+
+    def failed(error: Exception) -> None:
+        metrics.source_reloads.labels("policy", "error").inc()
+        log.error("policy_reload_failed", error=str(error), action="kept the previous policy")
+
+    file = PolledFile(path, apply, on_error=failed)
+    file.check()  # already loaded by load_extensions; this records the digest
+    return file
+
+
 async def serve(config: Config) -> int:
     """Run until a signal; returns the exit status. Raises ConfigError on bad start-up input."""
     if config.mutation.compose_role_arn:
@@ -185,7 +207,21 @@ async def serve(config: Config) -> int:
             on_error=lambda source: metrics.api_errors.labels(source).inc(),
             on_fetch=lambda result: metrics.fetches.labels(result).inc(),
         )
-    hook = Webhook(config=config, store=store, metrics=metrics, certificates=certificates)
+    extensions = load_extensions(
+        config.policy_file,
+        config.rules,
+        rule_timeout=config.rule_timeout,
+        failure_policy=config.rule_failure_policy,
+    )
+    hook = Webhook(
+        config=config,
+        store=store,
+        metrics=metrics,
+        certificates=certificates,
+        extensions=extensions,
+    )
+    if config.policy_file:
+        polled.append(_policy_file(config.policy_file, hook, metrics))
 
     runners = [
         web.AppRunner(make_webhook_app(hook), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT),
@@ -209,6 +245,8 @@ async def serve(config: Config) -> int:
             ready=hook.ready,
             certificate_serial=f"{loaded.serial:x}",
             ignored_flags=list(config.ignored_flags) or None,
+            policy=config.policy_file or None,
+            rules=[rule.name for rule in extensions.rules] or None,
         )
         await stop.wait()
         log.info("shutting_down", timeout_seconds=SHUTDOWN_TIMEOUT)

@@ -1,0 +1,231 @@
+"""Pure. The role policy: which roles, accounts, partitions, audiences and token lifetimes the
+ServiceAccounts of a namespace may get. Upstream has none: any tenant can point a ServiceAccount
+at any role (upstream #104), and the IAM trust policy is the only guard.
+
+A policy is a list of rules. Every rule whose `namespaces` match the Pod's namespace applies,
+so adding a rule can only add constraints. A rule in `audit` mode admits the Pod and reports the
+violation (warning, audit annotation, metric); in `enforce` mode it denies the Pod with a message
+that says which rule and what to change. Pods that get no credentials are never judged.
+`defaultAction` decides credentials in a namespace no rule covers: `allow` (the default, so a
+policy can be rolled out namespace by namespace), `audit` or `deny`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from webhook.mutation import Decision
+
+__all__ = ["Policy", "PolicyError", "Verdict", "Violation", "evaluate", "parse_policy"]
+
+Mode = Literal["audit", "enforce"]
+_RULE_KEYS = {
+    "name",
+    "namespaces",
+    "mode",
+    "roleArns",
+    "accounts",
+    "partitions",
+    "audiences",
+    "tokenExpiration",
+}
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    namespaces: tuple[str, ...]
+    mode: Mode
+    role_arns: tuple[str, ...] | None = None
+    accounts: tuple[str, ...] | None = None
+    partitions: tuple[str, ...] | None = None
+    audiences: tuple[str, ...] | None = None
+    min_expiration: int | None = None
+    max_expiration: int | None = None
+
+    def covers(self, namespace: str) -> bool:
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: tuple[Rule, ...] = ()
+    default_action: Literal["allow", "audit", "deny"] = "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    rule: str
+    mode: Mode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def denial(self) -> str | None:
+        enforced = [v.message for v in self.violations if v.mode == "enforce"]
+        return "; ".join(enforced) if enforced else None
+
+    @property
+    def audited(self) -> tuple[Violation, ...]:
+        return tuple(v for v in self.violations if v.mode == "audit")
+
+
+def _strings(rule: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    value = rule.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise PolicyError(f"{where}.{key} must be a non-empty list of non-empty strings")
+    return tuple(value)
+
+
+def _bound(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PolicyError(f"{where} must be a whole number of seconds")
+    return value
+
+
+def _rule(raw: Any, index: int, names: set[str]) -> Rule:
+    where = f"rules[{index}]"
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where} must be a mapping")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise PolicyError(f"{where}.name must be a non-empty string")
+    if name in names:
+        raise PolicyError(f"{where}: rule name {name!r} is used twice")
+    names.add(name)
+    where = f"rule {name!r}"
+    namespaces = _strings(raw, "namespaces", where)
+    if namespaces is None:
+        raise PolicyError(f"{where}.namespaces is required (names or globs such as team-a-*)")
+    mode = raw.get("mode", "audit")
+    if mode not in ("audit", "enforce"):
+        raise PolicyError(f"{where}.mode must be audit or enforce, not {mode!r}")
+    expiration = raw.get("tokenExpiration") or {}
+    if not isinstance(expiration, dict) or set(expiration) - {"min", "max"}:
+        raise PolicyError(f"{where}.tokenExpiration must be a mapping with min and/or max")
+    low = _bound(expiration.get("min"), f"{where}.tokenExpiration.min")
+    high = _bound(expiration.get("max"), f"{where}.tokenExpiration.max")
+    if low is not None and high is not None and low > high:
+        raise PolicyError(f"{where}.tokenExpiration: min {low} is above max {high}")
+    return Rule(
+        name=name,
+        namespaces=namespaces,
+        mode=mode,
+        role_arns=_strings(raw, "roleArns", where),
+        accounts=_strings(raw, "accounts", where),
+        partitions=_strings(raw, "partitions", where),
+        audiences=_strings(raw, "audiences", where),
+        min_expiration=low,
+        max_expiration=high,
+    )
+
+
+def parse_policy(text: str) -> Policy:
+    """A validated Policy from YAML text; PolicyError names the first problem."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML: {exc}") from None
+    if document is None:
+        return Policy()
+    if not isinstance(document, dict):
+        raise PolicyError("the policy must be a mapping with `rules`")
+    unknown = set(document) - {"rules", "defaultAction", "apiVersion", "kind"}
+    if unknown:
+        raise PolicyError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    default = document.get("defaultAction", "allow")
+    if default not in ("allow", "audit", "deny"):
+        raise PolicyError(f"defaultAction must be allow, audit or deny, not {default!r}")
+    rules = document.get("rules")
+    if rules is None:
+        rules = []
+    if not isinstance(rules, list):
+        raise PolicyError("rules must be a list")
+    names: set[str] = set()
+    return Policy(tuple(_rule(raw, i, names) for i, raw in enumerate(rules)), default)
+
+
+def _arn_parts(role_arn: str) -> tuple[str, str] | None:
+    parts = role_arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return None
+    return parts[1], parts[4]
+
+
+def _listing(patterns: Sequence[str]) -> str:
+    return ", ".join(patterns)
+
+
+def _check(rule: Rule, namespace: str, decision: Decision) -> list[str]:
+    problems = []
+    role = decision.role_arn
+    if role:
+        parts = _arn_parts(role)
+        if rule.role_arns and not any(fnmatch.fnmatchcase(role, p) for p in rule.role_arns):
+            problems.append(f"role {role} is not allowed (allowed: {_listing(rule.role_arns)})")
+        if rule.partitions and (parts is None or parts[0] not in rule.partitions):
+            problems.append(
+                f"role {role} is not in an allowed partition ({_listing(rule.partitions)})"
+            )
+        if rule.accounts and (parts is None or parts[1] not in rule.accounts):
+            problems.append(f"role {role} is not in an allowed account ({_listing(rule.accounts)})")
+    audience = decision.audience
+    if rule.audiences and not any(fnmatch.fnmatchcase(audience, a) for a in rule.audiences):
+        problems.append(
+            f"audience {decision.audience!r} is not allowed (allowed: {_listing(rule.audiences)})"
+        )
+    seconds = decision.token_expiration
+    if rule.min_expiration is not None and seconds < rule.min_expiration:
+        problems.append(f"token expiration {seconds}s is below the minimum {rule.min_expiration}s")
+    if rule.max_expiration is not None and seconds > rule.max_expiration:
+        problems.append(f"token expiration {seconds}s is above the maximum {rule.max_expiration}s")
+    return [
+        f"policy rule {rule.name!r} ({rule.mode}) for namespace {namespace}: {problem}; "
+        "change the ServiceAccount's annotations or ask for the rule to be extended"
+        for problem in problems
+    ]
+
+
+def evaluate(policy: Policy, namespace: str, decision: Decision) -> Verdict:
+    """Judge a decision that hands out credentials; other decisions pass."""
+    if decision.method is None:
+        return Verdict()
+    matching = [rule for rule in policy.rules if rule.covers(namespace)]
+    if not matching:
+        if policy.default_action == "allow":
+            return Verdict()
+        mode: Mode = "enforce" if policy.default_action == "deny" else "audit"
+        message = (
+            f"policy: no rule covers namespace {namespace} and defaultAction is "
+            f"{policy.default_action}; ask for a rule that allows its ServiceAccounts' roles"
+        )
+        return Verdict((Violation("defaultAction", mode, message),))
+    return Verdict(
+        tuple(
+            Violation(rule.name, rule.mode, message)
+            for rule in matching
+            for message in _check(rule, namespace, decision)
+        )
+    )
