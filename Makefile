@@ -57,3 +57,31 @@ request:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov *.egg-info
+
+# --- deployment: Docker, kind and kubectl; not run in CI (see README "Trying it on kind") ---
+IMAGE        ?= pod-identity-webhook:dev
+KIND_CLUSTER ?= pod-identity-webhook
+OVERLAY      ?= self-signed
+
+.PHONY: deploy-tools image kind-up kind-down deploy undeploy cluster-certs
+
+deploy-tools:
+	tools/deploy/install-tools.sh
+
+image:
+	docker build -t $(IMAGE) .
+
+kind-up: image
+	tools/deploy/kind-up.sh --image $(IMAGE) --overlay $(OVERLAY) --cluster $(KIND_CLUSTER)
+
+kind-down:
+	"$$(command -v kind || echo "$$(tools/deploy/install-tools.sh kind | tail -n1)/kind")" delete cluster --name $(KIND_CLUSTER)
+
+deploy:
+	tools/deploy/deploy.sh apply --overlay $(OVERLAY) --image $(IMAGE) --wait
+
+undeploy:
+	tools/deploy/deploy.sh delete --overlay $(OVERLAY)
+
+cluster-certs: | $(STAMP)
+	tools/deploy/self-signed.sh

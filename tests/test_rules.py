@@ -86,8 +86,9 @@ def test_a_rule_cannot_change_what_the_webhook_injected():
 
 def test_a_rule_sees_a_read_only_copy():
     given = pod()
-    decision, extras = run_extend(given, "touch_pod")
-    assert extras.rule_errors and "TypeError" in extras.rule_errors[0][1]
+    _decision, extras = run_extend(given, "touch_pod")
+    assert extras.rule_errors
+    assert "TypeError" in extras.rule_errors[0][1]
     assert given == pod()
 
 
@@ -106,7 +107,7 @@ def test_a_rule_can_deny():
     ],
 )
 def test_failing_rules_are_ignored_by_default(name, error):
-    decision, extras = run_extend(pod(), name, "add_team", timeout=0.2)
+    _decision, extras = run_extend(pod(), name, "add_team", timeout=0.2)
     assert extras.denial is None
     assert extras.rule_errors[0][0] == f"{SAMPLE}:{name}"
     assert error in extras.rule_errors[0][1]

@@ -1,0 +1,261 @@
+"""Every rendered variant against a real kube-apiserver (the e2e tier's session cluster):
+server-side dry-run with strict field validation, the webhook Pod under Pod Security
+"restricted", and the self-signed overlay deployed for real with kubectl and removed again.
+
+The cluster has no controller-manager, scheduler or kubelet: objects are validated, admitted
+and stored, but no Pod runs (tests/e2e runs the webhook process itself against this API
+server). cert-manager's kinds are not served there; they are checked structurally by
+test_requirements.py. The `cluster` fixture is the e2e tier's, re-exported by conftest.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from tests.deploy.rendering import (
+    CERT_MANAGER_GROUP,
+    MANIFESTS,
+    NAME,
+    VARIANTS,
+    Obj,
+    Renderer,
+    Variant,
+    namespaced,
+    one,
+    parse,
+    self_signed,
+)
+from tests.deploy.tools import REPO
+from tests.e2e.cluster import Cluster, unique_name
+from tests.e2e.kube import ApiError, collection_path, object_path
+
+pytestmark = pytest.mark.e2e
+
+Render = Callable[[Variant], list[Obj]]
+DEPLOY = REPO / "tools" / "deploy" / "deploy.sh"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
+
+
+def _dry_run_create(cluster: Cluster, obj: Obj) -> tuple[int, Any, list[str]]:
+    """POST with dryRun=All and strict field validation: unknown or duplicated fields fail."""
+    answer = cluster.admin.call(
+        "POST",
+        collection_path(obj),
+        dict(obj),
+        query={"dryRun": "All", "fieldValidation": "Strict", "fieldManager": "deploy-tests"},
+    )
+    return answer.status, answer.body, answer.warnings
+
+
+def _isolated(objects: list[Obj], namespace: str, suffix: str) -> list[Obj]:
+    """The objects under names no other test uses: namespaced ones moved into `namespace`,
+    cluster-scoped ones renamed. References are left alone; the API does not resolve them."""
+    moved = []
+    for obj in copy.deepcopy(objects):
+        metadata = obj["metadata"]
+        if namespaced(obj):
+            metadata["namespace"] = namespace
+        else:
+            metadata["name"] = f"{metadata['name']}-{suffix}"
+        moved.append(obj)
+    return moved
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_every_object_passes_server_side_validation(
+    variant: Variant, render: Render, cluster: Cluster
+) -> None:
+    namespace = cluster.namespace(f"deploy-dry-run-{variant.source}", webhook=None)
+    checked, not_served = [], []
+    for obj in _isolated(render(variant), namespace.name, "dry-run-" + namespace.name[-6:]):
+        if obj["apiVersion"].startswith(CERT_MANAGER_GROUP + "/"):
+            not_served.append(obj["kind"])
+            continue
+        status, body, warnings = _dry_run_create(cluster, obj)
+        assert status == 201, f"{obj['kind']} {obj['metadata']['name']}: {body}"
+        assert warnings == [], f"{obj['kind']}: {warnings}"
+        checked.append(obj["kind"])
+    assert {"Deployment", "Service", "MutatingWebhookConfiguration", "ClusterRole"} <= set(checked)
+    if variant.certificates == "cert-manager":
+        assert set(not_served) == {"Issuer", "Certificate"}
+    else:
+        assert not_served == []
+
+
+def test_dry_run_refuses_invalid_and_unknown_fields(cluster: Cluster) -> None:
+    """The check above is not vacuous on this API server."""
+    rule: dict[str, list[str]] = {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": []}
+    broken: Obj = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": unique_name("deploy-dry-run-broken")},
+        "rules": [rule],
+    }
+    status, _, _ = _dry_run_create(cluster, broken)
+    assert status == 422
+    unknown = {**broken, "rules": [{**rule, "verbs": ["get"], "verb": ["list"]}]}
+    status, body, _ = _dry_run_create(cluster, unknown)
+    assert status == 400
+    assert "unknown field" in json.dumps(body)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_webhook_pod_is_admitted_under_pod_security_restricted(
+    variant: Variant, render: Render, cluster: Cluster
+) -> None:
+    """The Deployment's Pod, dry-run created in a namespace enforcing "restricted", with the
+    system-cluster-critical priority resolved by the Priority admission plugin."""
+    objects = render(variant)
+    deployment = one(objects, "Deployment")
+    namespace = cluster.namespace(f"deploy-pss-{variant.source}", webhook=None, **RESTRICTED)
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    namespace.service_account(account)
+    template = copy.deepcopy(deployment["spec"]["template"])
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": "webhook", "namespace": namespace.name},
+        "spec": template["spec"],
+    }
+    status, body, warnings = _dry_run_create(cluster, pod)
+    assert status == 201, body
+    assert warnings == []
+    assert body["spec"]["priority"] == 2000000000
+    assert body["spec"]["priorityClassName"] == "system-cluster-critical"
+
+
+# --- the self-signed overlay, deployed for real ---------------------------------------------
+
+
+def _wrapper(manifests: Path, namespace: str) -> Path:
+    """The self-signed overlay under its own namespace and name prefix, so that it can be
+    applied and deleted beside the e2e tier's objects of the same names."""
+    directory = manifests / "deploy-test"
+    directory.mkdir()
+    (directory / "kustomization.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            apiVersion: kustomize.config.k8s.io/v1beta1
+            kind: Kustomization
+            namespace: {namespace}
+            namePrefix: deploy-test-
+            resources:
+              - ../overlays/self-signed
+            """
+        ),
+        encoding="utf-8",
+    )
+    return directory
+
+
+def _deploy(action: str, overlay: Path, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [
+            str(DEPLOY),
+            action,
+            "--overlay",
+            str(overlay),
+            "--image",
+            "pod-identity-webhook:test",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _stored(cluster: Cluster, obj: Obj) -> Obj | None:
+    try:
+        stored: Obj = cluster.admin.get(object_path(obj))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return stored
+
+
+def test_self_signed_overlay_deploys_with_kubectl_and_is_removed_again(
+    cluster: Cluster, renderer: Renderer, kustomize: Path, tmp_path: Path
+) -> None:
+    kubectl = shutil.which(os.environ.get("KUBECTL", "kubectl"))
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    namespace = unique_name("deploy-test")
+    service = f"deploy-test-{NAME}"
+    manifests = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, manifests, ignore=shutil.ignore_patterns("generated"))
+    certs = self_signed(
+        manifests / "overlays" / "self-signed" / "generated", namespace=namespace, service=service
+    )
+    overlay = _wrapper(manifests, namespace)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.workdir / "admin.kubeconfig"),
+        "KUSTOMIZE": str(kustomize),
+        "KUBECTL": kubectl,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    objects = parse(_deploy("render", overlay, env))
+    try:
+        _deploy("apply", overlay, env)
+        for obj in objects:
+            assert _stored(cluster, obj) is not None, f"{obj['kind']} {obj['metadata']['name']}"
+        configuration = _stored(cluster, one(objects, "MutatingWebhookConfiguration"))
+        secret = _stored(cluster, one(objects, "Secret"))
+        deployment = _stored(cluster, one(objects, "Deployment"))
+        budget = _stored(cluster, one(objects, "PodDisruptionBudget"))
+        assert configuration is not None
+        assert secret is not None
+        assert deployment is not None
+        assert budget is not None
+        (hook,) = configuration["webhooks"]
+        # What the API server will check when it calls the webhook: the Service's name is in
+        # the serving certificate, which the caBundle's CA signed.
+        bundle = x509.load_pem_x509_certificates(base64.b64decode(hook["clientConfig"]["caBundle"]))
+        served = base64.b64decode(secret["data"]["tls.crt"])
+        assert served == (certs / "tls.crt").read_bytes()
+        serving = x509.load_pem_x509_certificate(served)
+        serving.verify_directly_issued_by(bundle[0])
+        target = hook["clientConfig"]["service"]
+        names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert f"{target['name']}.{target['namespace']}.svc" in names.get_values_for_type(
+            x509.DNSName
+        )
+        assert target == {"name": service, "namespace": namespace, "path": "/mutate", "port": 443}
+        # Fields of recent API versions survive storage (an older server would drop them).
+        assert hook["matchConditions"][0]["name"] == "not-a-mirror-pod"
+        assert hook["reinvocationPolicy"] == "IfNeeded"
+        spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert all(c["matchLabelKeys"] == ["pod-template-hash"] for c in spread)
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    finally:
+        _deploy("delete", overlay, env, "--", "--wait=false")
+    for obj in objects:
+        left = _stored(cluster, obj)
+        if obj["kind"] == "Namespace" and left is not None:
+            # No namespace controller here: the namespace stays Terminating.
+            assert left["status"]["phase"] == "Terminating"
+            continue
+        assert left is None, f"{obj['kind']} {obj['metadata']['name']} survived the delete"

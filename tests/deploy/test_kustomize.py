@@ -1,0 +1,172 @@
+"""What is particular to the kustomize layout of manifests/: the base files the e2e tier
+reads raw, the upstream-compatible names, the components, the self-signed script's inputs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.rendering import (
+    KUSTOMIZE_VARIANTS,
+    MANIFESTS,
+    NAME,
+    SECRET,
+    UPSTREAM_SELECTOR,
+    WEBHOOK_NAME,
+    Renderer,
+    Variant,
+    container,
+    of_kind,
+    one,
+    parse,
+)
+
+UPSTREAM = next(v for v in KUSTOMIZE_VARIANTS if v.upstream)
+CERT_MANAGER = next(v for v in KUSTOMIZE_VARIANTS if v.source == "cert-manager")
+
+
+def _overlay(manifests: Path, body: str) -> Path:
+    """A throw-away overlay inside a copy of manifests/ (kustomize wants relative paths)."""
+    directory = manifests / "test-overlay"
+    directory.mkdir()
+    (directory / "kustomization.yaml").write_text(textwrap.dedent(body), encoding="utf-8")
+    return directory
+
+
+def test_base_files_the_e2e_tier_applies_stay_plain_kubernetes_yaml() -> None:
+    """tests/e2e applies these files without kustomize, so they must be complete objects."""
+    rbac = parse((MANIFESTS / "base" / "rbac.yaml").read_text(encoding="utf-8"))
+    assert [o["kind"] for o in rbac] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+    assert one(rbac, "ServiceAccount")["metadata"]["namespace"] == "pod-identity-webhook"
+    (configuration,) = parse(
+        (MANIFESTS / "base" / "mutatingwebhook.yaml").read_text(encoding="utf-8")
+    )
+    assert configuration["kind"] == "MutatingWebhookConfiguration"
+    assert configuration["webhooks"][0]["clientConfig"]["service"]["path"] == "/mutate"
+    config_map = parse(
+        (MANIFESTS / "components" / "config-map" / "rbac.yaml").read_text(encoding="utf-8")
+    )
+    assert [o["kind"] for o in config_map] == ["Role", "RoleBinding"]
+
+
+def test_base_renders_without_any_certificate_source(renderer: Renderer, kustomize: Path) -> None:
+    objects = renderer.kustomize_build(MANIFESTS / "base")
+    assert sorted(o["kind"] for o in objects) == sorted(
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "MutatingWebhookConfiguration",
+        ]
+    )
+    webhook = one(objects, "MutatingWebhookConfiguration")
+    assert "caBundle" not in webhook["webhooks"][0]["clientConfig"]
+
+
+@pytest.mark.parametrize("variant", KUSTOMIZE_VARIANTS, ids=[v.name for v in KUSTOMIZE_VARIANTS])
+def test_every_object_carries_the_common_labels(
+    variant: Variant, renderer: Renderer, kustomize: Path
+) -> None:
+    for obj in renderer.render(variant):
+        labels = obj["metadata"].get("labels") or {}
+        if obj["kind"] == "Secret":  # made by the overlay's secretGenerator
+            continue
+        assert labels.get("app.kubernetes.io/name") == NAME, obj["kind"]
+
+
+def test_upstream_compatible_overlay_keeps_upstream_names(
+    renderer: Renderer, kustomize: Path
+) -> None:
+    objects = renderer.render(UPSTREAM)
+    for kind in (
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "PodDisruptionBudget",
+    ):
+        assert one(objects, kind)["metadata"]["name"] == NAME
+    assert one(objects, "Certificate", NAME)["spec"]["secretName"] == SECRET
+    deployment = one(objects, "Deployment")
+    assert deployment["metadata"]["namespace"] == "default"
+    assert deployment["spec"]["selector"] == {"matchLabels": UPSTREAM_SELECTOR}
+    # Volume name as upstream's: an in-place apply merges it instead of adding a second one.
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0]["name"] == "cert"
+    assert container(deployment)["name"] == NAME
+    assert container(deployment)["command"] == [NAME]
+    (hook,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["name"] == WEBHOOK_NAME
+    assert one(objects, "Service")["spec"]["ports"][0]["port"] == 443
+    assert of_kind(objects, "Namespace") == []
+
+
+def test_other_overlays_keep_upstream_selector_for_in_place_adoption(
+    renderer: Renderer, kustomize: Path
+) -> None:
+    deployment = one(renderer.render(CERT_MANAGER), "Deployment")
+    assert deployment["spec"]["selector"] == {"matchLabels": UPSTREAM_SELECTOR}
+    assert "command" not in container(deployment)
+
+
+def test_fail_closed_component_switches_only_the_failure_policy(
+    renderer: Renderer, kustomize: Path
+) -> None:
+    manifests = renderer.manifests_copy()
+    overlay = _overlay(
+        manifests,
+        """\
+        apiVersion: kustomize.config.k8s.io/v1beta1
+        kind: Kustomization
+        resources:
+          - ../overlays/cert-manager
+        components:
+          - ../components/fail-closed
+        """,
+    )
+    try:
+        closed = renderer.kustomize_build(overlay)
+    finally:
+        (overlay / "kustomization.yaml").unlink()
+        overlay.rmdir()
+    opened = renderer.render(CERT_MANAGER)
+    closed_hook = one(closed, "MutatingWebhookConfiguration")["webhooks"][0]
+    opened_hook = one(opened, "MutatingWebhookConfiguration")["webhooks"][0]
+    assert closed_hook["failurePolicy"] == "Fail"
+    assert {**closed_hook, "failurePolicy": "Ignore"} == opened_hook
+
+
+def test_config_map_component_adds_the_flag_once(renderer: Renderer, kustomize: Path) -> None:
+    variant = next(v for v in KUSTOMIZE_VARIANTS if v.config_map)
+    args = container(one(renderer.render(variant), "Deployment"))["args"]
+    assert args.count("--watch-config-map=true") == 1
+
+
+def test_self_signed_overlay_needs_the_script_output_first(kustomize: Path, tmp_path: Path) -> None:
+    """Without generated/ the build fails, rather than deploying a webhook with no CA."""
+    copy = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, copy, ignore=shutil.ignore_patterns("generated"))
+    result = subprocess.run(
+        [str(kustomize), "build", str(copy / "overlays" / "self-signed")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "generated" in result.stderr
+
+
+def test_generated_certificates_are_never_committed() -> None:
+    ignore = (MANIFESTS / "overlays" / "self-signed" / ".gitignore").read_text(encoding="utf-8")
+    assert "/generated/" in ignore.splitlines()
