@@ -49,11 +49,13 @@ class Webhook:
     jitter: Jitter = random_jitter
     extensions: Extensions = field(default_factory=Extensions)
     """The role policy and extension rules; replaced when the policy file changes."""
+    ca_bundle_trusted: bool | None = None
+    """Whether the registered caBundle trusts the served certificate; None: not checked."""
 
     @property
     def ready(self) -> bool:
         certificates_loaded = self.certificates is None or self.certificates.current is not None
-        return certificates_loaded and self.store.ready
+        return certificates_loaded and self.store.ready and self.ca_bundle_trusted is not False
 
 
 WEBHOOK = web.AppKey("webhook", Webhook)
@@ -227,6 +229,11 @@ async def readyz(request: web.Request) -> web.Response:
         missing.append("ServiceAccounts not synced")
     if not hook.store.config_map_synced:
         missing.append("ConfigMap not synced")
+    if hook.ca_bundle_trusted is False:
+        missing.append(
+            f"the caBundle of {hook.config.webhook_configuration} does not trust the served "
+            "certificate"
+        )
     return web.Response(status=503, text="not ready: " + ", ".join(missing))
 
 

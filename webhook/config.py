@@ -145,6 +145,10 @@ class Config:
     config_map_file: str = ""
     ignored_flags: tuple[str, ...] = ()
     """klog flags that were given; accepted for compatibility and otherwise unused."""
+    cert_bootstrap: bool = False
+    webhook_configuration: str = ""
+    cert_validity_days: int = 365
+    cert_extra_names: tuple[str, ...] = ()
     policy_file: str = ""
     rules: tuple[str, ...] = ()
     rule_timeout: float = 0.25
@@ -164,6 +168,13 @@ def _port(text: str) -> int:
 
 def _str(text: str) -> str:
     return text
+
+
+def _days(text: str) -> int:
+    value = parse_go_int(text)
+    if not 1 <= value <= 3650:
+        raise ValueError("must be between 1 and 3650")
+    return value
 
 
 def _log_format(text: str) -> str:
@@ -292,6 +303,28 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
         repeatable=True,
     ),
     FlagSpec("config-map", _str, "", "pod-identity-webhook ConfigMap manifest file"),
+    FlagSpec(
+        "cert-bootstrap",
+        parse_go_bool,
+        False,
+        "Keep the serving pair in --tls-secret and the caBundle of --webhook-configuration "
+        "in step, without cert-manager",
+        "bool",
+    ),
+    FlagSpec(
+        "webhook-configuration",
+        _str,
+        "",
+        "MutatingWebhookConfiguration whose caBundle must trust the served certificate "
+        "(checked, and with --cert-bootstrap kept in step; default pod-identity-webhook then)",
+    ),
+    FlagSpec("cert-validity-days", _days, 365, "Lifetime of bootstrapped certificates", "int"),
+    FlagSpec(
+        "cert-extra-names",
+        _str,
+        "",
+        "Comma-separated DNS names or IP addresses added to bootstrapped certificates",
+    ),
 )
 
 
@@ -420,6 +453,13 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         log_format=values["log-format"],
         service_accounts_files=tuple(values["service-accounts"]),
         config_map_file=values["config-map"],
+        cert_bootstrap=values["cert-bootstrap"],
+        webhook_configuration=values["webhook-configuration"]
+        or ("pod-identity-webhook" if values["cert-bootstrap"] else ""),
+        cert_validity_days=values["cert-validity-days"],
+        cert_extra_names=tuple(
+            n.strip() for n in values["cert-extra-names"].split(",") if n.strip()
+        ),
         policy_file=values["policy"],
         rules=tuple(values["rule"]),
         rule_timeout=values["rule-timeout"],

@@ -93,19 +93,32 @@ class Api:
 
         self._client = client.ApiClient(settings)
 
-    def _request(self, path: str, query: Mapping[str, str], timeout: tuple[float, float]) -> Any:
+    def _request(
+        self,
+        path: str,
+        query: Mapping[str, str],
+        timeout: tuple[float, float],
+        *,
+        method: str = "GET",
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
         import urllib3
 
-        method, url, headers, body, post = self._client.param_serialize(
-            "GET",
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        verb, url, headers, payload, post = self._client.param_serialize(
+            method,
             path,
             query_params=list(query.items()),
-            header_params={"Accept": "application/json"},
+            header_params=headers,
+            body=body,
             auth_settings=["BearerToken"],
         )
         try:
             answer = self._client.call_api(
-                method, url, headers, body, post, _request_timeout=timeout
+                verb, url, headers, payload, post, _request_timeout=timeout
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ApiError(0, str(exc)) from None
@@ -116,6 +129,15 @@ class Api:
                 text = json.loads(text).get("message", text)
             raise ApiError(response.status, text)
         return response
+
+    def send(
+        self, method: str, path: str, body: Any, *, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """POST, PUT or PATCH a JSON body; the answer's object."""
+        response = self._request(
+            path, {}, (5.0, 10.0), method=method, body=body, content_type=content_type
+        )
+        return _json_object(response.data)
 
     def get(self, path: str, *, timeout: float = FETCH_TIMEOUT) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""

@@ -193,6 +193,12 @@ class Metrics:
             ["rule"],
             registry=registry,
         )
+        self.ca_bundle_trusted = Gauge(
+            "pod_identity_webhook_ca_bundle_trusted",
+            "1 when the MutatingWebhookConfiguration's caBundle trusts the served certificate, "
+            "0 when it does not (only with --webhook-configuration or --cert-bootstrap).",
+            registry=registry,
+        )
         self.source_reloads = Counter(
             "pod_identity_webhook_source_reloads",
             "Reloads of file and ConfigMap sources by source and result.",

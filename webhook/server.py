@@ -13,18 +13,20 @@ import dataclasses
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from webhook.annotations import Note, parse_container_credentials
 from webhook.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.bootstrap import Bootstrap, CaBundleCheck
 from webhook.config import Config
 from webhook.errors import ConfigError, InputError
 from webhook.extensions import load_extensions
 from webhook.filesources import PolledFile
 from webhook.imds import account_and_partition
-from webhook.kube import start_kubernetes
+from webhook.kube import Api, ApiError, client_configuration, start_kubernetes
 from webhook.metrics import Metrics, production_registry
 from webhook.policy import parse_policy
 from webhook.sources import StaticSources, load_documents, service_account_objects
@@ -192,6 +194,29 @@ async def serve(config: Config) -> int:
     metrics = Metrics(production_registry())
     metrics.watch_store(store)
     context = server_context(config.tls_min_version, config.tls_cipher_suites)
+    api = None
+    bootstrap = None
+    if config.cert_bootstrap or config.webhook_configuration:
+        api = Api(client_configuration(config))
+    if config.cert_bootstrap and api is not None:
+        bootstrap = Bootstrap(
+            api,
+            namespace=config.namespace,
+            secret=config.tls_secret,
+            service=config.service_name,
+            configuration=config.webhook_configuration,
+            validity_days=config.cert_validity_days,
+            extra_names=config.cert_extra_names,
+        )
+        try:
+            await asyncio.to_thread(bootstrap.ensure_pair)
+        except ApiError as exc:
+            raise ConfigError(
+                f"--cert-bootstrap: cannot prepare Secret {config.tls_secret}: {exc}"
+            ) from None
+        config = dataclasses.replace(
+            config, tls_cert=str(bootstrap.cert_path), tls_key=str(bootstrap.key_path)
+        )
     certificates = CertificateReloader(
         context, config.tls_cert, config.tls_key, on_reload=_report_certificate(metrics)
     )
@@ -228,6 +253,8 @@ async def serve(config: Config) -> int:
         web.AppRunner(make_metrics_app(hook), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT),
     ]
     tasks = [asyncio.create_task(certificates.run())]
+    if api is not None:
+        tasks.append(asyncio.create_task(_watch_ca_bundle(hook, api, bootstrap, certificates)))
     tasks += [asyncio.create_task(file.run()) for file in polled]
     stop = asyncio.Event()
     _install_signal_handlers(stop)
@@ -262,6 +289,35 @@ async def serve(config: Config) -> int:
             await kubernetes.close()
     log.info("stopped")
     return 0
+
+
+async def _watch_ca_bundle(
+    hook: Webhook,
+    api: Api,
+    bootstrap: Bootstrap | None,
+    certificates: CertificateReloader,
+) -> None:
+    """Rotate the bootstrapped pair when due, keep the caBundle in step, report drift; every
+    30 s, or every --resync-period when that is shorter."""
+    interval = max(1.0, min(30.0, hook.config.resync_period))
+    check = CaBundleCheck(api, hook.config.webhook_configuration)
+    while True:
+        try:
+            if bootstrap is not None:
+                if await asyncio.to_thread(bootstrap.ensure_pair):
+                    certificates.check()
+                await asyncio.to_thread(bootstrap.reconcile_ca_bundle)
+            served = await asyncio.to_thread(Path(hook.config.tls_cert).read_bytes)
+            trusted = await asyncio.to_thread(check.trusted, served)
+        except (ApiError, OSError) as exc:
+            log.warning("ca_bundle_check_failed", error=str(exc))
+        else:
+            if trusted != hook.ca_bundle_trusted:
+                event = "ca_bundle_trusted" if trusted else "ca_bundle_mismatch"
+                (log.info if trusted else log.error)(event, configuration=check.configuration)
+            hook.ca_bundle_trusted = trusted
+            hook.metrics.ca_bundle_trusted.set(1 if trusted else 0)
+        await asyncio.sleep(interval)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
