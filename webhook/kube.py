@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,23 +149,12 @@ class Api:
             raise
         return _json_object(response.data)
 
-    def list_all(self, path: str, query: Mapping[str, str]) -> tuple[list[Any], str]:
-        """Every item of a paginated list, and the list's resourceVersion."""
-        items: list[Any] = []
-        token = ""
-        while True:
-            params = {**query, "limit": str(LIST_PAGE_SIZE)}
-            if token:
-                params["continue"] = token
-            page = _json_object(self._request(path, params, (10.0, 60.0)).data)
-            found = page.get("items") or []
-            if not isinstance(found, list):
-                raise ApiError(200, "list answer without an items list")
-            items.extend(found)
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue") or ""
-            if not token:
-                return items, str(metadata.get("resourceVersion") or "")
+    def list_all(self, path: str, query: Mapping[str, str]) -> Listing:
+        """Every item of a paginated list, read page by page as it is iterated."""
+        return Listing(self, path, query)
+
+    def page(self, path: str, query: Mapping[str, str]) -> dict[str, Any]:
+        return _json_object(self._request(path, query, (10.0, 60.0)).data)
 
     def watch(
         self, path: str, query: Mapping[str, str], *, seconds: int
@@ -188,6 +177,35 @@ class Api:
                         yield _event(line)
         finally:
             response.release_conn()
+
+
+class Listing:
+    """The items of a paginated list, one page in memory at a time (100,000 parsed
+    ServiceAccounts would take 400 MiB); `resource_version` is known once it is exhausted."""
+
+    def __init__(self, api: Api, path: str, query: Mapping[str, str]) -> None:
+        self._api, self._path, self._query = api, path, query
+        self.resource_version = ""
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        token = ""
+        while True:
+            params = {**self._query, "limit": str(LIST_PAGE_SIZE)}
+            if token:
+                params["continue"] = token
+            page = self._api.page(self._path, params)
+            found = page.get("items") or []
+            if not isinstance(found, list):
+                raise ApiError(200, "list answer without an items list")
+            self.count += len(found)
+            yield from found
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            del page, found
+            if not token:
+                self.resource_version = str(metadata.get("resourceVersion") or "")
+                return
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
@@ -230,7 +248,7 @@ class Reflector:
     api: Api
     path: str
     query: Mapping[str, str]
-    on_list: Callable[[list[Any]], None]
+    on_list: Callable[[Iterable[Any]], None]
     on_event: Callable[[str, dict[str, Any]], None]
     watch_seconds: int
     name: str
@@ -241,11 +259,11 @@ class Reflector:
         backoff = BACKOFF_START
         while not self.stop.is_set():
             try:
-                items, version = self.api.list_all(self.path, self.query)
-                self.on_list(items)
-                log.info("listed", source=self.name, items=len(items))
+                listing = self.api.list_all(self.path, self.query)
+                self.on_list(listing)  # consumes it page by page; nothing is kept here
+                log.info("listed", source=self.name, items=listing.count)
                 backoff = BACKOFF_START
-                self._watch(version)
+                self._watch(listing.resource_version)
             except Gone:
                 log.info("watch_expired", source=self.name, action="relisting")
                 continue
@@ -394,7 +412,7 @@ class Kubernetes:
         watch_seconds = max(1, int(config.resync_period) or 60)
         mutation = config.mutation
 
-        def listed(items: list[Any]) -> None:
+        def listed(items: Iterable[Any]) -> None:
             entries = {}
             for obj in items:
                 key = _key(obj) if isinstance(obj, dict) else None
@@ -464,7 +482,7 @@ class Kubernetes:
                 self._call(self._store.set_config_map, entries)
         self._call(setattr, self._store, "config_map_synced", True)
 
-    def _config_map_listed(self, items: list[Any]) -> None:
+    def _config_map_listed(self, items: Iterable[Any]) -> None:
         found = [
             o for o in items if isinstance(o, dict) and _metadata(o).get("name") == CONFIG_MAP_NAME
         ]
