@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,7 +26,7 @@ from webhook.errors import BadReview
 from webhook.extensions import Extensions, Extras, extend
 from webhook.metrics import Metrics
 from webhook.mutation import Decision, Jitter, decide, random_jitter
-from webhook.reviews import AdmissionRequest, parse_review, respond
+from webhook.reviews import AdmissionRequest, dumps, parse_review, respond
 from webhook.store import Store
 from webhook.tls import CertificateReloader
 
@@ -189,15 +190,15 @@ async def mutate(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _reject(hook, 413, f"the body is larger than {MAX_BODY} bytes", started)
     try:
-        review = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # also absurdly deep nesting
         return _reject(hook, 400, f"the body is not JSON: {exc}", started)
     try:
         admission = parse_review(review)
         decision, lookup = await _decide(hook, admission)
     except BadReview as exc:
         return _reject(hook, 400, str(exc), started)
-    hook.metrics.lookups.labels(lookup).inc()
+    hook.metrics.lookup(lookup)
     if decision.method:
         hook.metrics.count_pod(decision.method)
     extras = None
@@ -207,11 +208,11 @@ async def mutate(request: web.Request) -> web.Response:
     reason = decision.reason
     if extras and extras.denial:
         outcome, reason = "denied", "policy" if extras.violations else "rule"
-    hook.metrics.admissions.labels(outcome, reason).inc()
-    answer = json.dumps(respond(admission, decision, extras), separators=(",", ":"))
+    hook.metrics.admission(outcome, reason)
+    answer = dumps(respond(admission, decision, extras))
     hook.metrics.admission_duration.observe(time.perf_counter() - started)
     _log_admission(admission, decision, lookup, started, extras)
-    return web.Response(text=answer, content_type="application/json")
+    return web.Response(body=answer, content_type="application/json")
 
 
 async def healthz(_: web.Request) -> web.Response:

@@ -8,10 +8,9 @@ own and are exposed untyped under their bare names. Our own series follow ordina
 
 from __future__ import annotations
 
-import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -63,16 +62,16 @@ class _UpstreamCounters(Collector):
     """http_request_count, pod_identity_webhook_pod_count, pod_identity_webhook_missing_sa_count."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Written on the event loop only and read by /metrics on the same loop: no lock. The
+        # copies in collect() keep a scrape from another registry user safe anyway.
         self.requests: Tally[tuple[str, str, str]] = Tally()
         self.pods: Tally[str] = Tally()
         self.missing_service_accounts = 0
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            requests = dict(self.requests)
-            pods = dict(self.pods)
-            missing = self.missing_service_accounts
+        requests = dict(self.requests)
+        pods = dict(self.pods)
+        missing = self.missing_service_accounts
         family = Metric(
             "http_request_count",
             "Counter of requests broken out for each verb, path, and response code.",
@@ -123,6 +122,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._latency_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._admission_children: dict[tuple[str, str], Any] = {}
+        self._lookup_children: dict[str, Any] = {}
         self._upstream = _UpstreamCounters()
         registry.register(self._upstream)
         self.request_latencies = Histogram(
@@ -212,18 +214,36 @@ class Metrics:
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         """Upstream's per-request instrumentation (microseconds, truncated)."""
         micros = int(seconds * 1e6)
-        with self._upstream._lock:  # noqa: SLF001 - the collector is ours
-            self._upstream.requests[(verb, path, str(code))] += 1
-        self.request_latencies.labels(verb, path).observe(micros)
-        self.request_summary.labels(verb, path).observe(micros)
+        self._upstream.requests[(verb, path, str(code))] += 1
+        children = self._latency_children.get((verb, path))
+        if children is None:  # labels() costs a lock and a lookup; resolve each pair once
+            children = (
+                self.request_latencies.labels(verb, path),
+                self.request_summary.labels(verb, path),
+            )
+            self._latency_children[(verb, path)] = children
+        children[0].observe(micros)
+        children[1].observe(micros)
 
     def count_pod(self, method: str) -> None:
-        with self._upstream._lock:  # noqa: SLF001
-            self._upstream.pods[method] += 1
+        self._upstream.pods[method] += 1
 
     def count_missing_service_account(self) -> None:
-        with self._upstream._lock:  # noqa: SLF001
-            self._upstream.missing_service_accounts += 1
+        self._upstream.missing_service_accounts += 1
+
+    def admission(self, outcome: str, reason: str) -> None:
+        child = self._admission_children.get((outcome, reason))
+        if child is None:
+            child = self._admission_children[(outcome, reason)] = self.admissions.labels(
+                outcome, reason
+            )
+        child.inc()
+
+    def lookup(self, path: str) -> None:
+        child = self._lookup_children.get(path)
+        if child is None:
+            child = self._lookup_children[path] = self.lookups.labels(path)
+        child.inc()
 
 
 def production_registry() -> CollectorRegistry:

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from webhook.errors import BadReview, InvalidPod
 from webhook.extensions import Extras
 from webhook.mutation import Decision, PatchOp
 
-__all__ = ["AdmissionRequest", "encode_patch", "parse_review", "respond", "warnings_for"]
+__all__ = ["AdmissionRequest", "dumps", "encode_patch", "parse_review", "respond", "warnings_for"]
 
 API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 
@@ -96,9 +98,17 @@ def parse_review(review: Any) -> AdmissionRequest:
     return AdmissionRequest(uid, namespace, pod, kind, api_version)
 
 
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; orjson on the hot path, the json module for what it cannot take
+    (integers beyond 64 bits that an extension rule might add)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def encode_patch(ops: Sequence[PatchOp]) -> str:
-    body = json.dumps(list(ops), separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(body.encode()).decode("ascii")
+    return base64.b64encode(dumps(list(ops))).decode("ascii")
 
 
 def warnings_for(decision: Decision) -> list[str]:
