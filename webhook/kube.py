@@ -80,7 +80,17 @@ def client_configuration(config: Config) -> Any:
     except (kube_config.ConfigException, OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"Error creating config: {exc}") from None
     if config.kube_api:
+        # Upstream gives the master URL priority over the kubeconfig's server. The client puts
+        # the kubeconfig's server back whenever it refreshes a token, so re-apply it then too.
         settings.host = config.kube_api
+        refresh: Any = getattr(settings, "refresh_api_key_hook", None)
+        if refresh is not None:
+
+            def refresh_keeping_host(current: Any) -> None:
+                refresh(current)
+                current.host = config.kube_api
+
+            settings.refresh_api_key_hook = refresh_keeping_host
     settings.retries = 0  # reflectors and the fetcher retry themselves, with backoff and limits
     return settings
 
@@ -166,6 +176,8 @@ class Api:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(seconds),
         }
+        import urllib3
+
         response = self._request(path, params, (10.0, seconds + 30.0))
         buffer = b""
         try:
@@ -175,6 +187,8 @@ class Api:
                 for line in lines:
                     if line.strip():
                         yield _event(line)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # a broken or stalled stream
+            raise ApiError(0, f"watch interrupted: {exc}") from None
         finally:
             response.release_conn()
 
@@ -254,29 +268,37 @@ class Reflector:
     name: str
     stop: threading.Event
     on_error: Callable[[str], None] | None = None
+    healthy: bool = False
+    """The current watch delivered something: a later failure starts a fresh backoff."""
 
     def run(self) -> None:
         backoff = BACKOFF_START
         while not self.stop.is_set():
+            self.healthy = False
             try:
                 listing = self.api.list_all(self.path, self.query)
                 self.on_list(listing)  # consumes it page by page; nothing is kept here
                 log.info("listed", source=self.name, items=listing.count)
-                backoff = BACKOFF_START
                 self._watch(listing.resource_version)
-            except Gone:
-                log.info("watch_expired", source=self.name, action="relisting")
                 continue
+            except Gone:
+                # Routine, but a watch cache that keeps answering 410 must not make us relist a
+                # big cluster in a loop: back off like any other failure (client-go does too).
+                log.info("watch_expired", source=self.name, action="relisting")
             except (ApiError, OSError, ValueError) as exc:
                 if self.stop.is_set():
                     return
-                log.warning(
-                    "api_error", source=self.name, error=str(exc), retry_seconds=round(backoff, 2)
-                )
+                log.warning("api_error", source=self.name, error=str(exc))
                 if self.on_error is not None:
                     self.on_error(self.name)
-                self.stop.wait(backoff * random.uniform(0.8, 1.2))  # noqa: S311
-                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:  # a bug must not leave the cache frozen: log it and start over
+                log.exception("reflector_error", source=self.name)
+                if self.on_error is not None:
+                    self.on_error(self.name)
+            if self.healthy:
+                backoff = BACKOFF_START  # the watch worked for a while: this is a new problem
+            self.stop.wait(backoff * random.uniform(0.8, 1.2))  # noqa: S311
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _watch(self, version: str) -> None:
         while not self.stop.is_set():
@@ -291,11 +313,13 @@ class Reflector:
                         raise Gone
                     raise ApiError(int(obj.get("code") or 0), str(obj.get("message", obj)))
                 if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
-                    log.warning("malformed_event", source=self.name, event=str(obj)[:200])
+                    log.warning("malformed_event", source=self.name, detail=str(obj)[:200])
                     continue
+                self.healthy = True
                 version = str(_metadata(obj).get("resourceVersion") or version)
                 if kind != "BOOKMARK":
                     self.on_event(kind, obj)
+            self.healthy = True  # the server ended the watch window normally
 
 
 class _TokenBucket:
@@ -423,7 +447,7 @@ class Kubernetes:
         def changed(kind: str, obj: dict[str, Any]) -> None:
             key = _key(obj)
             if key is None:
-                log.warning("malformed_event", source="serviceaccounts", event=str(obj)[:200])
+                log.warning("malformed_event", source="serviceaccounts", detail=str(obj)[:200])
             elif kind == "DELETED":
                 self._call(store.delete_entry, key)
             else:
