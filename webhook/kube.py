@@ -90,7 +90,7 @@ def client_configuration(config: Config) -> Any:
                 refresh(current)
                 current.host = config.kube_api
 
-            settings.refresh_api_key_hook = refresh_keeping_host
+            settings.refresh_api_key_hook = refresh_keeping_host  # type: ignore[assignment]
     settings.retries = 0  # reflectors and the fetcher retry themselves, with backoff and limits
     return settings
 
