@@ -57,7 +57,7 @@ def wrong_type(request: RuleRequest) -> dict[str, str]:
 
 
 def touch_pod(request: RuleRequest) -> RuleResult:
-    request.pod["spec"]["containers"] = []  # type: ignore[index]
+    request.pod["spec"]["containers"] = []
     return RuleResult()
 
 
