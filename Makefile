@@ -25,6 +25,17 @@ test: install
 e2e: install
 	$(BIN)/pytest tests/e2e -q
 
+# AWS's Go webhook, cached outside the repo (tools/upstream/README.md), and the side-by-side tiers.
+.PHONY: upstream differential bench-upstream
+upstream:
+	tools/upstream/build.sh
+
+differential: install
+	$(BIN)/pytest tests/differential -q -p no:randomly
+
+bench-upstream: install
+	$(BIN)/python benchmarks/upstream/run.py
+
 lint: install
 	$(BIN)/ruff format --check webhook tests examples
 	$(BIN)/ruff check webhook tests examples
