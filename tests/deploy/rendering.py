@@ -91,7 +91,9 @@ def parse(text: str) -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def self_signed(out: Path, *, namespace: str = NAMESPACE, service: str = NAME) -> Path:
+def self_signed(
+    out: Path, *, namespace: str = NAMESPACE, service: str = NAME, dns: tuple[str, ...] = ()
+) -> Path:
     """Run tools/deploy/self-signed.sh into `out` with the repository's webhook command."""
     run(
         [
@@ -102,6 +104,7 @@ def self_signed(out: Path, *, namespace: str = NAMESPACE, service: str = NAME) -
             namespace,
             "--service-name",
             service,
+            *(arg for name in dns for arg in ("--dns", name)),
         ],
         env={"POD_IDENTITY_WEBHOOK": str(WEBHOOK_COMMAND)},
         timeout=60,

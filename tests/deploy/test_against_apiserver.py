@@ -40,6 +40,7 @@ from tests.deploy.rendering import (
 from tests.deploy.tools import REPO
 from tests.e2e.cluster import Cluster, unique_name
 from tests.e2e.kube import ApiError, collection_path, object_path
+from tests.e2e.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -195,6 +196,63 @@ def _stored(cluster: Cluster, obj: Obj) -> Obj | None:
     return stored
 
 
+def _admit_through_the_deployed_configuration(
+    cluster: Cluster, objects: list[Obj], certs: Path, namespace: str
+) -> None:
+    """Run the webhook with the Deployment's own arguments and the overlay's certificate, point
+    the deployed configuration's Service at it (URL rewrite, caBundle untouched), and check that
+    the API server, trusting only that caBundle, gets a Pod mutated by it."""
+    deployment = one(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    own = ("--port=", "--metrics-port=", "--tls-cert=", "--tls-key=")
+    args = [
+        arg.replace("$(POD_NAMESPACE)", namespace)
+        for arg in container["args"]
+        if not arg.startswith(own)
+    ]
+    webhook = cluster.spawn_webhook(
+        f"deployed-{namespace}",
+        *args,
+        f"--tls-cert={certs / 'tls.crt'}",
+        f"--tls-key={certs / 'tls.key'}",
+    )
+    configuration = one(objects, "MutatingWebhookConfiguration")
+    path = object_path(configuration)
+    stored = cluster.admin.get(path)
+    bundle = stored["webhooks"][0]["clientConfig"]["caBundle"]
+    url = f"https://localhost:{webhook.port}/mutate"
+    patch = [
+        {
+            "op": "replace",
+            "path": "/webhooks/0/clientConfig",
+            "value": {"url": url, "caBundle": bundle},
+        }
+    ]
+    cluster.admin.request("PATCH", path, patch, content_type="application/json-patch+json")
+    try:
+        target = cluster.namespace("deploy-admitted", webhook=None)
+        role = "arn:aws:iam::111122223333:role/deployed"
+        target.service_account("app", {"eks.amazonaws.com/role-arn": role})
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "through-the-overlay"},
+            "spec": {
+                "serviceAccountName": "app",
+                "containers": [{"name": "app", "image": "app:1"}],
+            },
+        }
+
+        def mutated() -> bool:
+            answer = target.create_pod(pod, dry_run=True)
+            env = answer["spec"]["containers"][0].get("env") or []
+            return {"name": "AWS_ROLE_ARN", "value": role} in env
+
+        wait_until(mutated, timeout=30, what="a Pod mutated through the deployed configuration")
+    finally:
+        webhook.stop()  # the configuration goes with the overlay's delete below
+
+
 def test_self_signed_overlay_deploys_with_kubectl_and_is_removed_again(
     cluster: Cluster, renderer: Renderer, kustomize: Path, tmp_path: Path
 ) -> None:
@@ -206,7 +264,10 @@ def test_self_signed_overlay_deploys_with_kubectl_and_is_removed_again(
     manifests = tmp_path / "manifests"
     shutil.copytree(MANIFESTS, manifests, ignore=shutil.ignore_patterns("generated"))
     certs = self_signed(
-        manifests / "overlays" / "self-signed" / "generated", namespace=namespace, service=service
+        manifests / "overlays" / "self-signed" / "generated",
+        namespace=namespace,
+        service=service,
+        dns=("localhost",),  # the webhook process below stands in for the Pod at localhost
     )
     overlay = _wrapper(manifests, namespace)
     env = {
@@ -250,6 +311,7 @@ def test_self_signed_overlay_deploys_with_kubectl_and_is_removed_again(
         spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert all(c["matchLabelKeys"] == ["pod-template-hash"] for c in spread)
         assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        _admit_through_the_deployed_configuration(cluster, objects, certs, namespace)
     finally:
         _deploy("delete", overlay, env, "--", "--wait=false")
     for obj in objects:

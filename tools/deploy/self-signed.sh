@@ -5,7 +5,7 @@
 #
 # Usage:
 #   tools/deploy/self-signed.sh [--namespace NS] [--service-name NAME] [--days N] [--out DIR]
-#                               [--configuration NAME] [--webhook NAME]
+#                               [--configuration NAME] [--webhook NAME] [--dns NAME]...
 #
 #   --namespace       the webhook Service's namespace (default pod-identity-webhook)
 #   --service-name    the webhook Service's name (default pod-identity-webhook)
@@ -13,6 +13,8 @@
 #   --out             output directory (default manifests/overlays/self-signed/generated)
 #   --configuration   MutatingWebhookConfiguration to patch (default pod-identity-webhook)
 #   --webhook         webhook entry in it (default pod-identity-webhook.amazonaws.com)
+#   --dns             an extra DNS name for the serving certificate (repeatable), e.g. for a
+#                     webhook registered by URL or on the host network
 #
 # Writes tls.crt, tls.key, ca.crt and ca-bundle.yaml into the output directory. The CA key
 # is made in a temporary directory and deleted: nothing can sign with this CA afterwards, so
@@ -38,10 +40,11 @@ days=365
 out="$repo/manifests/overlays/self-signed/generated"
 configuration=pod-identity-webhook
 webhook=pod-identity-webhook.amazonaws.com
+extra=()
 
 while [ "$#" -gt 0 ]; do
   case "$1" in
-    --namespace|--service-name|--days|--out|--configuration|--webhook)
+    --namespace|--service-name|--days|--out|--configuration|--webhook|--dns)
       [ "$#" -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --namespace) namespace="$2" ;;
@@ -50,6 +53,7 @@ while [ "$#" -gt 0 ]; do
         --out) out="$2" ;;
         --configuration) configuration="$2" ;;
         --webhook) webhook="$2" ;;
+        --dns) extra+=(--dns "$2") ;;
       esac
       shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -70,7 +74,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 # `certs` checks the names and the lifetime and prints why it refuses them.
 "$command" certs --dir "$tmp/certs" --namespace "$namespace" --service-name "$service" \
-  --days "$days" >"$tmp/certs.log" || { cat "$tmp/certs.log" >&2; die "certs failed"; }
+  --days "$days" ${extra[@]+"${extra[@]}"} >"$tmp/certs.log" || { cat "$tmp/certs.log" >&2; die "certs failed"; }
 
 mkdir -p "$out"
 bundle="$tmp/bundle.pem"
