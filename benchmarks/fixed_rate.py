@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Open-loop, fixed-rate HTTPS load generator for the webhook benchmark (standard library only).
+"""Open-loop, fixed-rate HTTPS load generator for the benchmarks (standard library only).
+
+`--body` may be given several times for a request mix: request i sends body i mod N, so the
+bodies are sent in equal shares, interleaved.
 
 Debian ships wrk 4 (closed loop, no `-R`), not wrk2, so fixed-rate latency comes from here:
 
@@ -51,9 +54,9 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 
 class Run:
-    def __init__(self, args: argparse.Namespace, request: bytes) -> None:
+    def __init__(self, args: argparse.Namespace, requests: list[bytes]) -> None:
         self.args = args
-        self.request = request
+        self.requests = requests
         self.slots = itertools.count()
         self.interval = 1.0 / args.rate
         self.start = 0.0
@@ -84,12 +87,12 @@ class Run:
                 sent = free
                 origin = scheduled
                 on_time = False
-            writer.write(self.request)
+            writer.write(self.requests[slot % len(self.requests)])
             self.sent += 1
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
                 status, length = parse_head(head)
-                await reader.readexactly(length)
+                await read_body(reader, length)
             except (
                 OSError,
                 asyncio.IncompleteReadError,
@@ -109,23 +112,38 @@ class Run:
                     self.late_sends += 1
 
 
-def parse_head(head: bytes) -> tuple[int, int]:
+def parse_head(head: bytes) -> tuple[int, int | None]:
+    """Status and Content-Length; length None for a chunked body (Go's net/http sends one when
+    the handler's answer does not fit its write buffer)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
         raise ValueError(f"bad status line {lines[0]!r}")
     status = int(parts[1])
     length = None
+    chunked = False
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         lowered = name.strip().lower()
         if lowered == b"content-length":
             length = int(value.strip())
         elif lowered == b"transfer-encoding":
-            raise ValueError("chunked responses are not supported by this client")
-    if length is None:
-        raise ValueError("response without Content-Length")
+            chunked = value.strip().lower() == b"chunked"
+    if length is None and not chunked:
+        raise ValueError("response without Content-Length or chunked encoding")
     return status, length
+
+
+async def read_body(reader: asyncio.StreamReader, length: int | None) -> None:
+    if length is not None:
+        await reader.readexactly(length)
+        return
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers are sent
+            return
+        await reader.readexactly(size + 2)
 
 
 def build_request(args: argparse.Namespace, body: bytes) -> bytes:
@@ -140,10 +158,10 @@ def build_request(args: argparse.Namespace, body: bytes) -> bytes:
     return head.encode("ascii") + body
 
 
-async def main_async(args: argparse.Namespace, body: bytes) -> dict[str, object]:
-    request = build_request(args, body)
+async def main_async(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, object]:
+    requests = [build_request(args, body) for body in bodies]
     context = ssl.create_default_context(cafile=args.cafile)
-    run = Run(args, request)
+    run = Run(args, requests)
     connections = []
     try:
         for _ in range(args.connections):
@@ -152,11 +170,11 @@ async def main_async(args: argparse.Namespace, body: bytes) -> dict[str, object]
             )
             connections.append(await asyncio.wait_for(opened, timeout=10))
         # One request per connection before the clock starts: handshake and first-use costs.
-        for reader, writer in connections:
-            writer.write(request)
+        for i, (reader, writer) in enumerate(connections):
+            writer.write(requests[i % len(requests)])
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             status, length = parse_head(head)
-            await reader.readexactly(length)
+            await read_body(reader, length)
             if status != 200:
                 raise SystemExit(f"fixed_rate: priming request got HTTP {status}")
         cpu_before = cpu_seconds(args.server_pid)
@@ -193,7 +211,7 @@ async def main_async(args: argparse.Namespace, body: bytes) -> dict[str, object]
         "connections": args.connections,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "body_bytes": len(body),
+        "body_bytes": len(bodies[0]) if len(bodies) == 1 else [len(body) for body in bodies],
         "measured_requests": measured,
         # Completions over the time from the first measured slot to the last response: below
         # the target when the server could not keep up and a backlog drained after the end.
@@ -234,7 +252,9 @@ def main() -> int:
     parser.add_argument("--server-name", default="localhost", help="TLS SNI / name to verify")
     parser.add_argument("--cafile", required=True, help="CA bundle that signed the server cert")
     parser.add_argument("--path", default="/mutate")
-    parser.add_argument("--body", required=True, help="file sent as the JSON body")
+    parser.add_argument(
+        "--body", required=True, action="append", help="a JSON body file (repeatable: a mix)"
+    )
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
@@ -252,10 +272,12 @@ def main() -> int:
     gc.collect()
     gc.freeze()
     gc.disable()
-    result = asyncio.run(main_async(args, Path(args.body).read_bytes()))
+    bodies = [Path(b).read_bytes() for b in args.body]
+    result = asyncio.run(main_async(args, bodies))
     print(json.dumps(result))
     failed = result["non_200"] or result["error_count"]
-    short = result["achieved_rate"] < 0.95 * args.rate  # type: ignore[operator]
+    achieved = result["achieved_rate"]
+    short = isinstance(achieved, float) and achieved < 0.95 * args.rate
     if short and not args.no_check_rate:
         print(f"fixed_rate: achieved {result['achieved_rate']}/s of {args.rate}/s", file=sys.stderr)
     if failed:

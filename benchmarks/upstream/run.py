@@ -18,7 +18,7 @@ readiness endpoint, so the same definition is used for both), admissions/s at sa
 closed loop, $BENCH_CONNECTIONS connections, median of $BENCH_SAT_RUNS runs; the server has one
 core, so this is also throughput per core), CPU time per admission (utime + stime of the server
 from /proc over the saturation runs), p50/p99/p99.9 latency at fixed rates (open loop, no
-coordinated omission: fixed_rate_mix.py), and RSS (idle after start-up, after the load, peak).
+coordinated omission: ../fixed_rate.py), and RSS (idle after start-up, after the load, peak).
 Prints a Markdown table with ours/upstream ratios, and how busy the server's core was with other
 work during each saturation run (the machine may be shared).
 
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 HERE = Path(__file__).resolve().parent
+FIXED_RATE = HERE.parent / "fixed_rate.py"
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -420,7 +421,7 @@ def run_rate(
 ) -> dict[str, Any]:
     argv = [
         "timeout", str(int(RATE_SECONDS) + 60), "taskset", "-c", str(LOAD_CPU), PY,
-        str(HERE / "fixed_rate_mix.py"), "--port", str(server.port), "--server-name", "localhost",
+        str(FIXED_RATE), "--port", str(server.port), "--server-name", "localhost",
         "--cafile", str(work / "pki" / "webhook-ca.crt"), "--rate", str(rate),
         "--duration", str(RATE_SECONDS), "--warmup", "1", "--connections", str(CONNECTIONS),
         "--no-check-rate", "--server-pid", str(server.pid),
