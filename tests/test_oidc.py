@@ -30,24 +30,24 @@ from cryptography.x509.oid import NameOID
 
 from webhook import oidc
 from webhook.errors import ConfigError
-from webhook.oidc import (
-    OidcProvider,
+from webhook.jwks import (
     PublishedKey,
-    discovery_document,
     jwk_from_public_key,
     jwks_document,
     key_id,
     load_pem_keys,
-    oidc_command,
     parse_jwks,
+    signing_algorithms,
+    unique_keys,
+)
+from webhook.oidc import discovery_document, oidc_command, s3_location
+from webhook.trustpolicy import (
+    OidcProvider,
     parse_provider,
     parse_service_account,
-    s3_location,
     service_account_manifest,
-    signing_algorithms,
     trust_policy,
     trust_policy_command,
-    unique_keys,
 )
 
 DATA = Path(__file__).parent / "data" / "oidc"

@@ -32,10 +32,11 @@ from webhook.extensions import Extras, extend, load_extensions
 from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
 from webhook.imds import account_and_partition
 from webhook.mutation import Decision, Jitter, decide, random_jitter
-from webhook.oidc import oidc_command, trust_policy_command
+from webhook.oidc import oidc_command
 from webhook.reviews import AdmissionRequest, parse_review, respond
 from webhook.server import serve
 from webhook.sources import StaticSources, load_documents, read_text
+from webhook.trustpolicy import trust_policy_command
 
 PROG = "pod-identity-webhook"
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
