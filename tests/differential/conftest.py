@@ -47,7 +47,7 @@ from tests.e2e.cluster import (
     client_context,
     find_binaries,
 )
-from tests.e2e.processes import free_port, wait_until
+from tests.e2e.processes import child_environment, free_port, wait_until
 
 REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_E2E"
 UPSTREAM_BUILD = REPO / "tools" / "upstream" / "build.sh"
@@ -300,13 +300,6 @@ def _populate(cluster: Cluster, cc_file: Path) -> None:
     cc_file.write_text(json.dumps(state.container_credentials, indent=1) + "\n", encoding="utf-8")
 
 
-def _environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH")}
-    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @pytest.fixture(scope="session")
 def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -321,7 +314,7 @@ def pair(
     with pytest.MonkeyPatch.context() as patch:
         for name in ("NO_PROXY", "no_proxy"):
             patch.setenv(name, "127.0.0.1,localhost")
-        cluster = Cluster(found.kube, workdir, env=_environment())
+        cluster = Cluster(found.kube, workdir, env=child_environment())
         try:
             cluster.start()
             assert WEBHOOK_NAMESPACE == "pod-identity-webhook"

@@ -23,6 +23,7 @@ from tests.e2e.cluster import (
     find_binaries,
     needs_build,
 )
+from tests.e2e.processes import child_environment
 
 REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_E2E"
 BINARIES = pytest.StashKey[Binaries | str]()
@@ -111,13 +112,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-def _child_environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH")}
-    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @pytest.fixture(scope="session")
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -134,7 +128,7 @@ def cluster(
     with pytest.MonkeyPatch.context() as patch:
         for name in ("NO_PROXY", "no_proxy"):
             patch.setenv(name, "127.0.0.1,localhost")
-        cluster = Cluster(found, workdir, env=_child_environment())
+        cluster = Cluster(found, workdir, env=child_environment())
         cluster.cc_file = cc_file
         config.stash[CLUSTER] = cluster
         try:

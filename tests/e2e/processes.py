@@ -39,6 +39,15 @@ def _die_with_parent(argv: Sequence[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
+def child_environment() -> dict[str, str]:
+    """The environment of the processes the tiers start: no stray kubeconfig or PYTHONPATH, no
+    proxy for loopback, and unbuffered Python output so the logs are complete on failure."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH")}
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
