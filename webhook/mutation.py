@@ -8,6 +8,7 @@ that already has everything gets an empty patch.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -101,8 +102,11 @@ def escape_pointer(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+@functools.lru_cache(maxsize=16)
 def go_path_join(*elements: str) -> str:
-    """Go's filepath.Join on Unix: join the non-empty elements, then path.Clean."""
+    """Go's filepath.Join on Unix: join the non-empty elements, then path.Clean.
+
+    Cached: its inputs are the few mount paths and token names of the configuration."""
     joined = "/".join(e for e in elements if e)
     if not joined:
         return ""
