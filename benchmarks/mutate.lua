@@ -1,19 +1,23 @@
--- wrk (Debian's wrk 4, closed loop) script: POST an AdmissionReview to /mutate over keep-alive.
--- The body is the file named by BENCH_BODY (run.sh writes a compact copy of review.json).
+-- wrk (Debian's wrk 4, closed loop) script: POST AdmissionReviews to /mutate over keep-alive.
+-- BENCH_BODIES is a colon-separated list of files (a request mix: request i sends body i mod N);
+-- BENCH_BODY names a single file (run.sh writes a compact copy of review.json).
 -- Every response whose status is not 200 is counted per thread and reported in done(), with
 -- the line "non-200 responses: N" that run.sh checks (wrk's own "Non-2xx or 3xx" line would let
 -- a 3xx through).
 
-local path = os.getenv("BENCH_BODY") or "benchmarks/review.json"
-local file = assert(io.open(path, "rb"))
-local body = file:read("*a")
-file:close()
+local bodies = {}
+local names = os.getenv("BENCH_BODIES") or os.getenv("BENCH_BODY") or "benchmarks/review.json"
+for path in string.gmatch(names, "[^:]+") do
+  local file = assert(io.open(path, "rb"))
+  table.insert(bodies, file:read("*a"))
+  file:close()
+end
+assert(#bodies > 0, "BENCH_BODIES names no file")
 
-wrk.method = "POST"
-wrk.path = os.getenv("BENCH_PATH") or "/mutate"
-wrk.body = body
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json"
+local target = os.getenv("BENCH_PATH") or "/mutate"
+local headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json" }
+local requests = {}
+local next_request = 0
 
 local threads = {}
 
@@ -23,6 +27,14 @@ end
 
 function init(args)
   bad = 0
+  for i, body in ipairs(bodies) do
+    requests[i] = wrk.format("POST", target, headers, body)
+  end
+end
+
+function request()
+  next_request = next_request % #requests + 1
+  return requests[next_request]
 end
 
 function response(status, headers, body)

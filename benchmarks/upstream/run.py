@@ -58,6 +58,7 @@ from typing import Any, NoReturn
 
 HERE = Path(__file__).resolve().parent
 FIXED_RATE = HERE.parent / "fixed_rate.py"
+WRK_SCRIPT = HERE.parent / "mutate.lua"
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -391,7 +392,7 @@ def run_wrk(server: Server, bodies: str, seconds: int, work: Path, tag: str) -> 
     ticks0, busy0 = cpu_ticks(server.pid), core_busy_ticks(SERVER_CPU)
     argv = [
         "timeout", str(seconds + 30), "taskset", "-c", str(LOAD_CPU), "wrk", "-t1",
-        f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "-s", str(HERE / "mix.lua"),
+        f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "-s", str(WRK_SCRIPT),
         f"https://127.0.0.1:{server.port}/mutate",
     ]  # fmt: skip
     with out.open("wb") as handle:
