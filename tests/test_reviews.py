@@ -47,14 +47,15 @@ def test_a_v1_review_parses():
     assert request.pod_name == "p"
 
 
-def test_namespace_falls_back_to_the_pod_and_name_to_generate_name():
+def test_the_pods_own_namespace_is_never_used_and_name_falls_back_to_generate_name():
+    """Upstream looks up the request's namespace; a Pod's metadata.namespace is not trusted."""
     body = review()
     body["request"]["object"] = {
         "metadata": {"generateName": "web-", "namespace": "ns"},
         "spec": {},
     }
     request = parse_review(body)
-    assert (request.namespace, request.pod_name) == ("ns", "web-")
+    assert (request.namespace, request.pod_name) == ("", "web-")
 
 
 def test_typemeta_may_be_absent_like_upstreams_sample():

@@ -102,7 +102,8 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
         return decision, "cache"
     name = decision.service_account.partition("/")[2]
     arrived = None
-    if config.grace_period > 0:
+    # Without a namespace no watch or live GET can deliver the ServiceAccount: answer at once.
+    if config.grace_period > 0 and admission.namespace:
         arrived = await hook.store.wait_for(admission.namespace, name, config.grace_period)
     if arrived is None:
         hook.metrics.count_missing_service_account()

@@ -137,7 +137,8 @@ class _Plan:
     audience: str
     expiration: int
     regional_sts: bool
-    credentials: tuple[tuple[str, str], ...]  # the credential pair, in order
+    credentials: tuple[tuple[str, str | None], ...]
+    """The credential pair, in order; None stands for the token file's path."""
     credential_keys: tuple[str, ...]
     region: str
 
@@ -208,6 +209,13 @@ def decide(
         raise InvalidPod("spec.serviceAccountName must be a string")
     key = f"{namespace}/{sa_name}"
     notes: list[Note] = []
+    if not namespace:
+        notes.append(
+            Note(
+                "namespace-missing",
+                "the review has no request.namespace, so no ServiceAccount can match",
+            )
+        )
 
     if sources.container_credentials(namespace, sa_name):
         plan = _container_credentials_plan(
@@ -307,7 +315,7 @@ def _web_identity_plan(
         audience=audience,
         expiration=expiration,
         regional_sts=regional,
-        credentials=(("AWS_ROLE_ARN", role), ("AWS_WEB_IDENTITY_TOKEN_FILE", "")),
+        credentials=(("AWS_ROLE_ARN", role), ("AWS_WEB_IDENTITY_TOKEN_FILE", None)),
         credential_keys=ROLE_ARN_VARS,
         region=_region(entry, config),
     )
@@ -346,7 +354,7 @@ def _container_credentials_plan(
         regional_sts=regional,
         credentials=(
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", settings.full_uri),
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", ""),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", None),
         ),
         credential_keys=CONTAINER_CREDENTIALS_VARS,
         region=_region(entry, config),
@@ -429,7 +437,10 @@ def _patch(
             ops.append({"op": "add", "path": "/spec/volumes/0", "value": volume})
 
     token_file = _token_file(spec, plan)
-    credentials = [{"name": name, "value": value or token_file} for name, value in plan.credentials]
+    credentials = [
+        {"name": name, "value": token_file if value is None else value}
+        for name, value in plan.credentials
+    ]
     skip = _container_names(annotations, config.annotation_prefix, SKIP_CONTAINERS, notes)
     include = _container_names(annotations, config.annotation_prefix, INCLUDE_CONTAINERS, notes)
     targets: list[str] = []

@@ -29,6 +29,7 @@ _WARNED = frozenset(
     {
         "service-account-not-found",
         "service-account-late",
+        "namespace-missing",
         "expiration-clamped",
         "container-skipped",
         "variables-present",
@@ -90,9 +91,9 @@ def parse_review(review: Any) -> AdmissionRequest:
         raise InvalidPod("request.object must be a Pod object")
     if pod.get("kind", "Pod") != "Pod":
         raise InvalidPod(f"request.object is a {pod.get('kind')!r}, not a Pod")
-    namespace = request.get("namespace")
-    if namespace is None:
-        namespace = (pod.get("metadata") or {}).get("namespace") or ""
+    # The API server always sends the namespace a Pod is created in; like upstream, the
+    # request's namespace is the one looked up, never the Pod's own metadata.namespace.
+    namespace = request.get("namespace") or ""
     if not isinstance(namespace, str):
         raise BadReview("request.namespace must be a string")
     return AdmissionRequest(uid, namespace, pod, kind, api_version)

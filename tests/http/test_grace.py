@@ -189,3 +189,22 @@ async def test_a_full_resync_wakes_a_waiting_request(make_harness: MakeHarness):
     answer = await asyncio.wait_for(request, 5)
 
     assert "patch" in answer["response"]
+
+
+async def test_a_review_without_a_namespace_is_answered_at_once_with_a_warning(
+    make_harness: MakeHarness,
+):
+    """The API server always names the namespace; without one nothing can arrive, so no wait,
+    and the Pod's own metadata.namespace is not looked up instead (upstream uses the request's)."""
+    harness = await make_harness(grace_period=5.0)
+    _, calls = _watch_misses(harness)
+    started = time.monotonic()
+
+    answer = await harness.review(make_review(make_pod("s3-reader"), namespace=None))
+
+    assert time.monotonic() - started < 1.0
+    assert calls == []
+    response = answer["response"]
+    assert response["allowed"] is True
+    assert "patch" not in response
+    assert any("no request.namespace" in warning for warning in response["warnings"])

@@ -254,13 +254,13 @@ async def test_the_answer_is_served_as_application_json(harness: Harness):
     assert response.content_type == "application/json"
 
 
-async def test_the_namespace_comes_from_the_pod_when_the_request_has_none(harness: Harness):
+async def test_the_pods_own_namespace_is_not_used_when_the_request_has_none(harness: Harness):
     review = make_review(make_pod(), namespace=None)
 
     answer = await harness.review(review)
 
-    assert answer["response"]["auditAnnotations"]["service-account"] == "default/s3-reader"
-    assert "patch" in answer["response"]
+    assert answer["response"]["auditAnnotations"]["service-account"] == "/s3-reader"
+    assert "patch" not in answer["response"]
 
 
 async def test_a_review_as_large_as_the_api_server_allows_is_accepted(harness: Harness):
