@@ -289,3 +289,54 @@ def test_console_script_runs_as_a_module(files):
         check=False,
     )
     assert (result.returncode, json.loads(result.stdout)) == (0, [])
+
+
+def test_mutate_says_when_the_token_expiration_flag_is_raised(files):
+    status, out, err = mutate(
+        "-f",
+        str(files / "pod.yaml"),
+        "--service-accounts",
+        str(files / "sa.yaml"),
+        "--token-expiration=10",
+    )
+    assert status == 0
+    assert "warning: --token-expiration=10 raised to 600 seconds" in err
+    assert "expirationSeconds: 600" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["cert", "--dir", "x"], "did you mean 'certs'?"),
+        (["frobnicate", "--port=8443"], "unknown command 'frobnicate'"),
+        (["muatte", "-f", "x"], "did you mean 'mutate'?"),
+        (["trust-polcy"], "did you mean 'trust-policy'?"),
+    ],
+)
+def test_a_mistyped_command_is_an_error_not_a_server(argv, hint):
+    out, err = io.StringIO(), io.StringIO()
+    status = run(argv, stdin=io.StringIO(), stdout=out, stderr=err)
+    assert (status, out.getvalue()) == (2, "")
+    assert hint in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "mutate -f {pod} --service-accounts {sa} -o patch",
+        "mutate --help",
+        "--help",
+        "oidc --help",
+    ],
+)
+def test_a_closed_pipe_ends_quietly_and_successfully(files, command):
+    """`... | head -1` in a `set -o pipefail` CI step must not fail or print a traceback."""
+    argv = command.format(pod=files / "pod.yaml", sa=files / "sa.yaml").split()
+    script = f"""
+set -o pipefail
+{sys.executable} -m webhook {" ".join(argv)} | true
+"""
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (result.returncode, result.stderr) == (0, "")

@@ -110,9 +110,19 @@ def test_upstream_deployment_command_line_is_accepted():
     assert config.ignored_flags == ("logtostderr", "vmodule")
 
 
-def test_token_expiration_is_clamped_to_ten_minutes():
+def test_token_expiration_is_clamped_to_ten_minutes_and_said_so():
     config, _, _ = config_from_argv(["--token-expiration=60"])
     assert config.mutation.token_expiration == 600
+    assert [n.event for n in config.notices] == ["token_expiration_raised"]
+    assert "--token-expiration=60 raised to 600" in config.notices[0].message
+    assert config_from_argv(["--token-expiration=600"])[0].notices == ()
+
+
+def test_stray_arguments_are_ignored_like_upstream_but_said_so():
+    config, _, _ = config_from_argv(["--sts-regional-endpoint", "false"])
+    assert config.mutation.sts_regional_endpoint is True  # pflag: bools take =value only
+    assert [n.event for n in config.notices] == ["arguments_ignored"]
+    assert "--flag=false" in config.notices[0].message
 
 
 def test_mutation_flags_reach_the_mutation_config():
@@ -149,6 +159,11 @@ def test_in_cluster_true_is_refused_with_a_pointer():
             "invalid tls-cipher-suites: unsupported cipher suite: TLS_FAKE",
         ),
         (["--unknown"], "unknown flag: --unknown"),
+        (["--rule-timeout=-1s"], "--rule-timeout"),
+        (["--rule-timeout=0"], "--rule-timeout"),
+        (["--service-account-lookup-grace-period=-1s"], "--service-account-lookup-grace-period"),
+        (["--resync-period=0"], "--resync-period"),
+        (["--resync-period=-5m"], "--resync-period"),
     ],
 )
 def test_invalid_values_name_the_flag(argv, message):

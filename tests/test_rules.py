@@ -205,6 +205,20 @@ def test_mutate_review_shows_the_denial(files):
     assert response["auditAnnotations"]["policy-violations"] == "only-readers"
 
 
+def test_mutate_verbose_agrees_with_a_denial(files):
+    status, out, err = mutate(files, "--policy", str(files / "policy.yaml"), "-o", "patch", "-v")
+    assert (status, json.loads(out)) == (0, [])
+    lines = err.splitlines()
+    assert lines[0] == "decision: denied (policy) for ServiceAccount team-a/app"
+    assert "patch: 0 operation(s)" in lines
+
+
+def test_mutate_verbose_counts_what_rules_add(files):
+    status, out, err = mutate(files, "--rule", f"{SAMPLE}:add_team", "-o", "patch", "-v")
+    assert status == 0
+    assert f"patch: {len(json.loads(out))} operation(s)" in err.splitlines()
+
+
 def test_mutate_runs_rules(files):
     status, out, err = mutate(files, "--rule", f"{SAMPLE}:add_team", "-o", "patch")
     assert status == 0
@@ -219,6 +233,8 @@ def test_mutate_runs_rules(files):
         (["--rule", "nope"], 1, "--rule nope: no such rule"),
         (["--rule-failure-policy", "maybe"], 2, "--rule-failure-policy"),
         (["--rule-timeout", "5"], 2, "--rule-timeout"),
+        (["--rule-timeout=-1s"], 2, "--rule-timeout"),
+        (["--rule-timeout=0"], 2, "--rule-timeout"),
     ],
 )
 def test_mutate_extension_errors_are_one_line(files, monkeypatch, argv, status, message):

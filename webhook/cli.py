@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -25,13 +27,14 @@ from webhook.config import (
     MutationConfig,
     config_from_argv,
     mutation_config,
+    mutation_notices,
     serve_usage,
 )
 from webhook.errors import BadReview, ConfigError, InputError, WebhookError
 from webhook.extensions import Extras, extend, load_extensions
 from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
 from webhook.imds import account_and_partition
-from webhook.mutation import Decision, Jitter, decide, random_jitter
+from webhook.mutation import Decision, Jitter, PatchOp, decide, random_jitter
 from webhook.oidc import oidc_command
 from webhook.reviews import AdmissionRequest, parse_review, respond
 from webhook.server import serve
@@ -126,12 +129,18 @@ def _load_pod_or_review(text: str, where: str) -> tuple[AdmissionRequest, bool]:
     return request, False
 
 
-def _explain(decision: Decision, sources: StaticSources, err: TextIO) -> None:
+def _explain(
+    decision: Decision, extras: Extras, ops: Sequence[PatchOp], sources: StaticSources, err: TextIO
+) -> None:
+    """What `-v` prints: the same outcome the server would log and count for this Pod."""
     for note in sources.notes:
         print(f"note[{note.code}]: {note.message}", file=err)
-    verdict = "mutated" if decision.mutated else "not mutated"
+    if extras.denial:
+        verdict, reason = "denied", "policy" if extras.violations else "rule"
+    else:
+        verdict, reason = ("mutated" if ops else "not mutated"), decision.reason
     print(
-        f"decision: {verdict} ({decision.reason}) for ServiceAccount {decision.service_account}",
+        f"decision: {verdict} ({reason}) for ServiceAccount {decision.service_account}",
         file=err,
     )
     if decision.method:
@@ -141,7 +150,7 @@ def _explain(decision: Decision, sources: StaticSources, err: TextIO) -> None:
         print(f"role:{role} from {decision.role_source}", file=err)
     for note in decision.notes:
         print(f"note[{note.code}]: {note.message}", file=err)
-    print(f"patch: {len(decision.patch)} operation(s)", file=err)
+    print(f"patch: {len(ops)} operation(s)", file=err)
 
 
 def _compose_settings(config: MutationConfig) -> MutationConfig:
@@ -178,6 +187,8 @@ def mutate(
     if values["config-map"] and not values["watch-config-map"]:
         print(f"{PROG} mutate: --config-map is only read with --watch-config-map", file=stderr)
         return 2
+    for notice in mutation_notices(values):
+        print(f"{PROG} mutate: warning: {notice.message}", file=stderr)
     try:
         config = _compose_settings(mutation_config(values))
         sources = StaticSources()
@@ -232,8 +243,9 @@ def mutate(
     except (WebhookError, ConfigError) as exc:
         print(f"{PROG} mutate: {exc}", file=stderr)
         return 1
+    ops = [] if extras.denial else [*decision.patch, *extras.patch]
     if values["verbose"]:
-        _explain(decision, sources, stderr)
+        _explain(decision, extras, ops, sources, stderr)
     else:
         for note in sources.notes:
             print(f"{PROG} mutate: warning: {note.message}", file=stderr)
@@ -241,7 +253,6 @@ def mutate(
         print(f"{PROG} mutate: rule {name} failed: {error}", file=stderr)
     for warning in extras.warnings:
         print(f"{PROG} mutate: warning: {warning}", file=stderr)
-    ops = [] if extras.denial else [*decision.patch, *extras.patch]
     output = values["output"]
     if output == "patch":
         print(json.dumps(ops, indent=2), file=stdout)
@@ -283,10 +294,11 @@ def serve_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int
         print(f"v{__version__}", file=stdout)
         return 0
     logs.configure(fmt=config.log_format, verbosity=config.verbosity, stream=stdout)
+    log = structlog.get_logger("webhook")
     if config.ignored_flags:
-        structlog.get_logger("webhook").info(
-            "klog_flags_accepted", flags=list(config.ignored_flags), note="accepted, not used"
-        )
+        log.info("klog_flags_accepted", flags=list(config.ignored_flags), note="accepted, not used")
+    for notice in config.notices:
+        log.warning(notice.event, detail=notice.message)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(serve(config))
@@ -296,6 +308,17 @@ def serve_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int
     except OSError as exc:
         print(f"{PROG}: cannot serve: {exc}", file=stderr)
         return 1
+
+
+COMMANDS = ("serve", "mutate", "certs", "oidc", "trust-policy")
+
+
+def _unknown_command(word: str) -> str:
+    message = f"{PROG}: unknown command {word!r}"
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return message + f"\nCommands: {', '.join(COMMANDS)}; run {PROG} --help for the flags"
 
 
 def run(
@@ -319,8 +342,22 @@ def run(
         return trust_policy_command(args[1:], stdout=stdout, stderr=stderr)
     if command == "serve":
         args = args[1:]
+    elif command and not command.startswith("-"):
+        # Upstream's command line starts with a flag; a first word that is neither a flag nor a
+        # command is a typo, and serving anyway would hide it.
+        print(_unknown_command(command), file=stderr)
+        return 2
     return serve_command(args, stdout=stdout, stderr=stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run(sys.argv[1:] if argv is None else argv))
+    try:
+        status = run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (`| head -1`) has all it wanted. Point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, and end as a successful command.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
+    sys.exit(status)

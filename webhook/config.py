@@ -119,6 +119,14 @@ class MutationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """Something about the command line worth one log line at start-up."""
+
+    event: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole process configuration, built once from the command line."""
 
@@ -145,6 +153,8 @@ class Config:
     config_map_file: str = ""
     ignored_flags: tuple[str, ...] = ()
     """klog flags that were given; accepted for compatibility and otherwise unused."""
+    notices: tuple[Notice, ...] = ()
+    """Values adjusted or ignored the way upstream does, logged once at start-up."""
     cert_bootstrap: bool = False
     webhook_configuration: str = ""
     cert_validity_days: int = 365
@@ -168,6 +178,20 @@ def _port(text: str) -> int:
 
 def _str(text: str) -> str:
     return text
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_go_duration(text)
+    if value <= 0:
+        raise ValueError("must be a positive duration, e.g. 250ms")
+    return value
+
+
+def _non_negative_duration(text: str) -> float:
+    value = parse_go_duration(text)
+    if value < 0:
+        raise ValueError("must not be negative (0 disables the wait)")
+    return value
 
 
 def _days(text: str) -> int:
@@ -287,12 +311,12 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
     ),
     FlagSpec(
         "service-account-lookup-grace-period",
-        parse_go_duration,
+        _non_negative_duration,
         DEFAULT_GRACE_PERIOD,
         "How long a cache miss waits for the ServiceAccount (0 disables)",
         "duration",
     ),
-    FlagSpec("resync-period", parse_go_duration, 60.0, "Informer resync period", "duration"),
+    FlagSpec("resync-period", _positive_duration, 60.0, "Informer resync period", "duration"),
     FlagSpec("log-format", _log_format, "json", "Log format: json or console"),
     FlagSpec(
         "service-accounts",
@@ -345,7 +369,7 @@ EXTENSION_FLAGS: tuple[FlagSpec, ...] = (
         "stringArray",
         repeatable=True,
     ),
-    FlagSpec("rule-timeout", parse_go_duration, 0.25, "Time limit of one rule", "duration"),
+    FlagSpec("rule-timeout", _positive_duration, 0.25, "Time limit of one rule", "duration"),
     FlagSpec(
         "rule-failure-policy",
         _failure_policy,
@@ -418,6 +442,32 @@ def mutation_config(values: dict[str, Any]) -> MutationConfig:
     )
 
 
+def mutation_notices(values: dict[str, Any]) -> tuple[Notice, ...]:
+    """What `mutation_config` changed from the flags as given."""
+    given = values["token-expiration"]
+    if given >= MIN_TOKEN_EXPIRATION:
+        return ()
+    return (
+        Notice(
+            "token_expiration_raised",
+            f"--token-expiration={given} raised to {MIN_TOKEN_EXPIRATION} seconds, the "
+            "shortest lifetime the API server issues",
+        ),
+    )
+
+
+def _positional_notices(positional: Sequence[str]) -> tuple[Notice, ...]:
+    if not positional:
+        return ()
+    return (
+        Notice(
+            "arguments_ignored",
+            f"ignored the arguments {list(positional)} as upstream does; a bool flag takes "
+            "its value only after = (--flag=false)",
+        ),
+    )
+
+
 def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     """Build the Config; returns (config, wants_help, wants_version). Raises ConfigError."""
     try:
@@ -447,7 +497,7 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         watch_config_map=values["watch-config-map"],
         container_credentials_file=values["watch-container-credentials-config"],
         enable_debugging_handlers=values["enable-debugging-handlers"],
-        grace_period=max(0.0, values["service-account-lookup-grace-period"]),
+        grace_period=values["service-account-lookup-grace-period"],
         resync_period=values["resync-period"],
         verbosity=values["v"],
         log_format=values["log-format"],
@@ -471,5 +521,6 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
                 if spec.accepted_only and spec.name in parsed.explicit
             )
         ),
+        notices=mutation_notices(values) + _positional_notices(parsed.positional),
     )
     return config, values["help"], values["version"]
