@@ -26,6 +26,7 @@ from webhook.certs import (
     certs_command,
     make_ca,
     make_serving_cert,
+    names_cover,
     service_dns_names,
 )
 from webhook.errors import ConfigError
@@ -393,3 +394,20 @@ def test_help_exits_0_and_lists_the_flags(tmp_path, flag):
         assert name in out
     assert "--force" in out
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    ("names", "host", "covered"),
+    [
+        (["hook.ns.svc"], "hook.ns.svc", True),
+        (["HOOK.ns.svc."], "hook.ns.svc", True),
+        (["*.ns.svc"], "hook.ns.svc", True),
+        (["*.svc"], "hook.ns.svc", False),
+        (["*.ns.svc"], "ns.svc", False),
+        (["hook.ns.svc.cluster.local"], "hook.ns.svc", False),
+        (["localhost", "127.0.0.1"], "hook.ns.svc", False),
+        ([], "hook.ns.svc", False),
+    ],
+)
+def test_names_cover_follows_the_api_servers_hostname_check(names, host, covered):
+    assert names_cover(names, host) is covered

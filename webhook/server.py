@@ -21,8 +21,9 @@ from aiohttp import web
 from webhook.annotations import Note, parse_container_credentials
 from webhook.app import Webhook, make_metrics_app, make_webhook_app
 from webhook.bootstrap import Bootstrap, CaBundleCheck
+from webhook.certs import names_cover, subject_alt_names
 from webhook.config import Config
-from webhook.errors import ConfigError, InputError
+from webhook.errors import ConfigError, InputError, WebhookError
 from webhook.extensions import load_extensions
 from webhook.filesources import PolledFile
 from webhook.imds import account_and_partition
@@ -222,6 +223,7 @@ async def serve(config: Config) -> int:
     )
     loaded = certificates.load()
     metrics.certificate_expiry.set(loaded.not_after.timestamp())
+    _check_certificate_names(config)
     polled = _file_sources(config, store, metrics)
     kubernetes = None
     if not config.service_accounts_files:
@@ -289,6 +291,24 @@ async def serve(config: Config) -> int:
             await kubernetes.close()
     log.info("stopped")
     return 0
+
+
+def _check_certificate_names(config: Config) -> None:
+    """Warn when the API server could not verify the served certificate through the Service
+    (for example a Helm release renamed after its certificate was made)."""
+    host = f"{config.service_name}.{config.namespace}.svc"
+    try:
+        names = subject_alt_names(Path(config.tls_cert).read_bytes())
+    except (OSError, WebhookError):
+        return  # already loaded once; a file swapped since then is the reloader's business
+    if not names_cover(names, host):
+        log.warning(
+            "certificate_name_mismatch",
+            expected=host,
+            names=names,
+            detail="the API server calling the Service will refuse this certificate; set "
+            "--service-name and --namespace to the Service, or add the name to the certificate",
+        )
 
 
 async def _watch_ca_bundle(

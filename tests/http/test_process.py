@@ -36,7 +36,7 @@ from tests.http.helpers import (
     sample_review,
     wait_until_sync,
 )
-from webhook.certs import certificate_expiry, certificate_serial
+from webhook.certs import certificate_expiry, certificate_serial, make_serving_cert
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -420,6 +420,31 @@ def _run(files: Files, *extra: str, **replace: str) -> subprocess.CompletedProce
         name = "--" + flag.replace("_", "-")
         argv = [f"{name}={value}" if arg.startswith(f"{name}=") else arg for arg in argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+
+
+def test_a_certificate_the_service_name_does_not_match_is_warned_about(
+    launch: Launch, files: Files, authority: Authority
+):
+    """A release renamed after its certificate was made would be refused by the API server."""
+    webhook = launch("--service-name=hook", "--namespace=team")
+    (warning,) = [e for e in webhook.logs() if e["event"] == "certificate_name_mismatch"]
+    assert (warning["level"], warning["expected"]) == ("warning", "hook.team.svc")
+    assert warning["names"] == ["localhost", "127.0.0.1"]
+
+    cert, key = make_serving_cert(
+        authority.cert, authority.key, dns_names=["*.team.svc"], ip_addresses=["127.0.0.1"]
+    )
+    files.cert.write_bytes(cert)
+    files.key.write_bytes(key)
+    webhook = launch("--service-name=hook", "--namespace=team")
+    assert "certificate_name_mismatch" not in webhook.events()
+
+
+def test_upstreams_flag_adjustments_are_said_at_start_up(launch: Launch):
+    webhook = launch("--token-expiration=10", "--sts-regional-endpoint", "false")
+    logged = {e["event"]: e for e in webhook.logs() if e["level"] == "warning"}
+    assert "raised to 600" in logged["token_expiration_raised"]["detail"]
+    assert "['false']" in logged["arguments_ignored"]["detail"]
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], status: int = 2) -> str:
