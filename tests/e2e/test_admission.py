@@ -320,3 +320,58 @@ def test_conflicting_mount_path_is_refused_by_validation(ns: Namespace) -> None:
     stored = ns.run(same_name)
     assert by_name(stored["spec"]["volumes"], VOLUME) == {"name": VOLUME, "emptyDir": {}}
     assert env(stored["spec"]["containers"][0]) == web_identity_env()
+
+
+@pytest.fixture
+def strict_namespace(
+    cluster: Cluster, main_webhook: WebhookProcess, make_namespace: Callable[..., Namespace]
+) -> Iterator[Namespace]:
+    """A namespace served by the main webhook under failurePolicy: Fail, so any HTTP error of
+    ours would surface as `failed calling webhook` instead of being ignored."""
+    document = cluster.webhook_configuration(
+        "pod-identity-webhook-strict", main_webhook, "strict", failure_policy="Fail"
+    )
+    name = cluster.register(document)
+    try:
+        cluster.wait_mutating("strict", process=main_webhook)
+        namespace = make_namespace(webhook="strict")
+        namespace.service_account("app", {ROLE_ARN: ROLE})
+        yield namespace
+    finally:
+        cluster.unregister(name)
+
+
+def _with(field: str, value: Any) -> dict[str, Any]:
+    body = pod("nulls")
+    if field == "spec":
+        body["spec"] = value
+        return body
+    if field == "no-spec":
+        del body["spec"]
+        return body
+    if field in ("containers", "initContainers", "volumes"):
+        body["spec"][field] = value
+        return body
+    body["spec"]["containers"][0][field] = value
+    return body
+
+
+def test_the_api_server_never_sends_null_items_to_webhooks(
+    strict_namespace: Namespace, main_webhook: WebhookProcess
+) -> None:
+    """`null` where the Pod has an object (or no spec) is decoded into Go types before
+    admission: webhooks see empty objects, so our HTTP 400 for nulls can only meet hand-made
+    reviews. Each Pod is then refused by validation, never by a failed webhook call."""
+    fields = ["spec", "no-spec", "containers", "initContainers", "volumes", "env", "volumeMounts"]
+    for count, field in enumerate(fields, start=1):
+        value = None if field in ("spec", "no-spec") else [None]
+        with pytest.raises(ApiError) as refused:
+            strict_namespace.create_pod(_with(field, value), dry_run=True)
+        assert refused.value.status == 422, (field, refused.value.body)
+        assert "failed calling webhook" not in refused.value.message, field
+
+        # The webhook was asked and answered (one log line per admission), not bypassed.
+        def answered(count: int = count) -> bool:
+            return len(main_webhook.admissions(strict_namespace.name)) >= count
+
+        wait_until(answered, timeout=10, what=f"the admission of the Pod with a null {field}")
