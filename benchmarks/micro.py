@@ -28,14 +28,14 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
-from webhook import app as webhook_app
-from webhook import logs
+from webhook.admission.mutation import decide
+from webhook.admission.reviews import parse_review, respond
 from webhook.config import MutationConfig
-from webhook.metrics import Metrics, production_registry
-from webhook.mutation import decide
-from webhook.reviews import parse_review, respond
-from webhook.sources import load_documents, service_account_objects
-from webhook.store import Store
+from webhook.server import app as webhook_app
+from webhook.server import logs
+from webhook.server.metrics import Metrics, production_registry
+from webhook.sources.manifests import load_documents, service_account_objects
+from webhook.sources.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

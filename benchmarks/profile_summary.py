@@ -28,7 +28,7 @@ AREAS = (
         False,
     ),
     (
-        "metrics (prometheus_client, webhook/metrics.py)",
+        "metrics (prometheus_client, webhook/server/metrics.py)",
         re.compile(r"prometheus_client/|webhook/metrics\.py"),
         False,
     ),
@@ -62,7 +62,7 @@ AREAS = (
         re.compile(r"asyncio/sslproto\.py|/ssl\.py"),
         False,
     ),
-    ("webhook handler glue (webhook/app.py self time)", re.compile(r"webhook/app\.py"), True),
+    ("webhook handler glue (webhook/server/app.py self time)", re.compile(r"webhook/server/app\.py"), True),
     (
         "aiohttp (HTTP parse, request, response, routing)",
         re.compile(r"aiohttp/|multidict|yarl/"),

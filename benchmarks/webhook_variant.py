@@ -65,8 +65,8 @@ def _orjson() -> None:
     import orjson
     import structlog
 
-    import webhook.app
-    import webhook.reviews
+    import webhook.admission.reviews
+    import webhook.server.app
 
     class _Json:
         loads = staticmethod(orjson.loads)
@@ -87,14 +87,14 @@ def _orjson() -> None:
 
 
 def _nolog() -> None:
-    import webhook.app
+    import webhook.server.app
 
     webhook.app._log_admission = lambda *_, **__: None  # type: ignore[assignment]  # noqa: SLF001
 
 
 def _nometrics() -> None:
-    import webhook.server
-    from webhook.metrics import Metrics
+    import webhook.server.lifecycle
+    from webhook.server.metrics import Metrics
 
     class QuietMetrics(Metrics):
         def __init__(self, registry: Any) -> None:

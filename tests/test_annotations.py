@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from webhook.annotations import (
+from webhook.admission.entries import (
     ConfigMapEntry,
     parse_config_map,
     parse_container_credentials,

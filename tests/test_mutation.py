@@ -8,11 +8,11 @@ import dataclasses
 import jsonpatch
 import pytest
 
-from webhook.annotations import ConfigMapEntry, parse_service_account
+from webhook.admission.entries import ConfigMapEntry, parse_service_account
+from webhook.admission.mutation import decide, escape_pointer, go_path_join
 from webhook.config import MutationConfig
 from webhook.errors import InvalidPod
-from webhook.mutation import decide, escape_pointer, go_path_join
-from webhook.sources import StaticSources
+from webhook.sources.manifests import StaticSources
 
 CONFIG = MutationConfig()
 ROLE = "arn:aws:iam::111122223333:role/s3-reader"

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from webhook.mutation import Decision
-from webhook.policy import PolicyError, evaluate, parse_policy
+from webhook.admission.mutation import Decision
+from webhook.admission.policy import PolicyError, evaluate, parse_policy
 
 ROLE = "arn:aws:iam::111122223333:role/team-a-reader"
 

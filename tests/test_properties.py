@@ -10,10 +10,10 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.annotations import ConfigMapEntry, parse_service_account
+from webhook.admission.entries import ConfigMapEntry, parse_service_account
+from webhook.admission.mutation import POD_IDENTITY_LABEL, decide
 from webhook.config import MutationConfig
-from webhook.mutation import POD_IDENTITY_LABEL, decide
-from webhook.sources import StaticSources
+from webhook.sources.manifests import StaticSources
 
 NAMES = st.sampled_from(["app", "sidecar", "init", "b", " b", "x,y"])
 VARS = st.sampled_from(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from webhook.annotations import Note
+from webhook.admission.entries import Note
+from webhook.admission.mutation import Decision
+from webhook.admission.reviews import parse_review, respond, warnings_for
 from webhook.errors import BadReview, InvalidPod
-from webhook.mutation import Decision
-from webhook.reviews import parse_review, respond, warnings_for
 
 POD = {"kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}
 

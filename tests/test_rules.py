@@ -10,14 +10,14 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
-from webhook.annotations import parse_service_account
+from webhook.admission.entries import parse_service_account
+from webhook.admission.extensions import Extensions, extend
+from webhook.admission.mutation import decide
+from webhook.admission.rules import RuleResult, load_rule, rule_patch
 from webhook.cli import run
 from webhook.config import MutationConfig
 from webhook.errors import ConfigError
-from webhook.extensions import Extensions, extend
-from webhook.mutation import decide
-from webhook.rules import RuleResult, load_rule, rule_patch
-from webhook.sources import StaticSources
+from webhook.sources.manifests import StaticSources
 
 CONFIG = MutationConfig()
 ROLE = "arn:aws:iam::111122223333:role/app"

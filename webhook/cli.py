@@ -19,7 +19,10 @@ import jsonpatch
 import structlog
 import yaml
 
-from webhook import __version__, logs
+from webhook import __version__
+from webhook.admission.extensions import Extras, extend, load_extensions
+from webhook.admission.mutation import Decision, Jitter, PatchOp, decide, random_jitter
+from webhook.admission.reviews import AdmissionRequest, parse_review, respond
 from webhook.certs import certs_command
 from webhook.config import (
     EXTENSION_FLAGS,
@@ -31,14 +34,12 @@ from webhook.config import (
     serve_usage,
 )
 from webhook.errors import BadReview, ConfigError, InputError, WebhookError
-from webhook.extensions import Extras, extend, load_extensions
 from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
 from webhook.imds import account_and_partition
-from webhook.mutation import Decision, Jitter, PatchOp, decide, random_jitter
 from webhook.oidc import oidc_command
-from webhook.reviews import AdmissionRequest, parse_review, respond
-from webhook.server import serve
-from webhook.sources import StaticSources, load_documents, read_text
+from webhook.server import logs
+from webhook.server.lifecycle import serve
+from webhook.sources.manifests import StaticSources, load_documents, read_text
 from webhook.trustpolicy import trust_policy_command
 
 PROG = "pod-identity-webhook"

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from webhook.annotations import (
+from webhook.admission.entries import (
     CONFIG_MAP_KEY,
     CONFIG_MAP_NAME,
     ServiceAccountEntry,
@@ -34,7 +34,7 @@ from webhook.annotations import (
 )
 from webhook.config import Config, MutationConfig
 from webhook.errors import ConfigError
-from webhook.store import Store
+from webhook.sources.store import Store
 
 __all__ = [
     "Api",

@@ -107,7 +107,7 @@ def variant(name: str, count: int) -> dict[str, Any]:
 
     from webhook import kube
     from webhook.config import Config
-    from webhook.store import Store
+    from webhook.sources.store import Store
 
     report: dict[str, Any] = {"variant": name, "baseline": memory()}
     held: list[list[Any]] = []

@@ -209,9 +209,9 @@ def admission_latencies(
 def store_lookup_ns(count: int, lookups: int = 200_000) -> float:
     """Nanoseconds per Store.service_account on a store of `count` entries (random keys)."""
     from tests.kube.fakeapi import realistic_service_accounts
-    from webhook.annotations import parse_service_account
+    from webhook.admission.entries import parse_service_account
     from webhook.config import MutationConfig
-    from webhook.store import Store
+    from webhook.sources.store import Store
 
     config = MutationConfig()
     store = Store(config)

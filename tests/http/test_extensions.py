@@ -6,9 +6,9 @@ import dataclasses
 
 from tests.http.conftest import MakeHarness
 from tests.http.helpers import ROLE, make_pod, make_review, metric_value, patched_pod
-from webhook.extensions import Extensions
-from webhook.policy import parse_policy
-from webhook.rules import load_rule
+from webhook.admission.extensions import Extensions
+from webhook.admission.policy import parse_policy
+from webhook.admission.rules import load_rule
 
 DENY_OTHERS = (
     "rules: [{name: only-s3, namespaces: [default], mode: enforce, roleArns: ['*/other']}]"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.http.conftest import CertFiles, MakeHarness
-from webhook.tls import CertificateReloader, server_context
+from webhook.certificates.serving import CertificateReloader, server_context
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -136,7 +136,7 @@ def test_an_exception_logged_as_json_carries_no_local_variables():
     script = textwrap.dedent(
         f"""
         import io, structlog
-        from webhook import logs
+        from webhook.server import logs
         out = io.StringIO()
         logs.configure(fmt="json", stream=out)
         def handle(body):

@@ -168,7 +168,7 @@ def _break_the_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("webhook.app.decide", broken)
+    monkeypatch.setattr("webhook.server.app.decide", broken)
 
 
 async def test_an_unexpected_exception_is_a_logged_json_500(

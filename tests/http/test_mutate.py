@@ -21,7 +21,7 @@ from tests.http.helpers import (
     patched_pod,
     sample_review,
 )
-from webhook.annotations import ConfigMapEntry
+from webhook.admission.entries import ConfigMapEntry
 
 pytestmark = pytest.mark.timeout(20)
 

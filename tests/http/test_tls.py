@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from tests.http.conftest import Authority, CertFiles
 from tests.http.helpers import JSON, SERVICE_ACCOUNTS, lowest, sample_review, wait_until
-from webhook.app import Webhook, make_webhook_app
+from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
 from webhook.certs import certificate_serial
 from webhook.config import Config
-from webhook.metrics import Metrics
-from webhook.store import Store
-from webhook.tls import CertificateReloader, LoadedCertificate, server_context
+from webhook.server.app import Webhook, make_webhook_app
+from webhook.server.metrics import Metrics
+from webhook.sources.store import Store
 
 pytestmark = pytest.mark.timeout(30)
 

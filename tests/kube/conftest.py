@@ -16,11 +16,11 @@ from pytest_aiohttp import AiohttpClient
 from tests.kube.fakeapi import FakeApi
 from tests.kube.helpers import make_review
 from webhook import kube
-from webhook.app import Webhook, make_webhook_app
 from webhook.config import Config
 from webhook.kube import Kubernetes, start_kubernetes
-from webhook.metrics import Metrics
-from webhook.store import Store
+from webhook.server.app import Webhook, make_webhook_app
+from webhook.server.metrics import Metrics
+from webhook.sources.store import Store
 
 
 @pytest.fixture(autouse=True)

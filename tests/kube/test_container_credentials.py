@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from tests.kube.helpers import eventually
 from webhook.config import Config
-from webhook.filesources import PolledFile
-from webhook.metrics import Metrics
-from webhook.server import _file_sources, _identities_apply
-from webhook.store import Store
+from webhook.server.lifecycle import _file_sources, _identities_apply
+from webhook.server.metrics import Metrics
+from webhook.sources.files import PolledFile
+from webhook.sources.store import Store
 
 pytestmark = pytest.mark.timeout(20)
 

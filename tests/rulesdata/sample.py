@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from webhook.rules import RuleRequest, RuleResult
+from webhook.admission.rules import RuleRequest, RuleResult
 
 
 def add_team(request: RuleRequest) -> RuleResult:

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
+from webhook.admission.rules import load_rule
 from webhook.cli import run
-from webhook.rules import load_rule
 
 SERVICE_ACCOUNTS = """\
 kind: ServiceAccount

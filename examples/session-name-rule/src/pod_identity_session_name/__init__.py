@@ -7,7 +7,7 @@ API, so it is the Pod's real name even for Pods created from a generateName.
 
 from __future__ import annotations
 
-from webhook.rules import RuleRequest, RuleResult
+from webhook.admission.rules import RuleRequest, RuleResult
 
 __all__ = ["session_name"]
 

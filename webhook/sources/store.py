@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from webhook.annotations import ConfigMapEntry, ServiceAccountEntry, parse_service_account
+from webhook.admission.entries import ConfigMapEntry, ServiceAccountEntry, parse_service_account
 from webhook.config import MutationConfig
 
 __all__ = ["Store"]

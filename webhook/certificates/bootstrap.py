@@ -31,7 +31,7 @@ from webhook.kube import Api, ApiError
 
 __all__ = ["Bootstrap", "CaBundleCheck", "needs_renewal", "trusts"]
 
-log = structlog.get_logger("webhook.bootstrap")
+log = structlog.get_logger("webhook.certificates.bootstrap")
 
 KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
 WEBHOOKS_API = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"

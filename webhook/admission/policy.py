@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from webhook.mutation import Decision
+from webhook.admission.mutation import Decision
 
 __all__ = ["Policy", "PolicyError", "Verdict", "Violation", "evaluate", "parse_policy"]
 

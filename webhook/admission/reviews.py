@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from webhook.admission.extensions import Extras
+from webhook.admission.mutation import Decision, PatchOp
 from webhook.errors import BadReview, InvalidPod
-from webhook.extensions import Extras
-from webhook.mutation import Decision, PatchOp
 
 __all__ = ["AdmissionRequest", "dumps", "encode_patch", "parse_review", "respond", "warnings_for"]
 

@@ -28,9 +28,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Literal
 
-from webhook.config import MutationConfig
-from webhook.errors import ConfigError
-from webhook.mutation import (
+from webhook.admission.mutation import (
     CONTAINER_CREDENTIALS_VARS,
     REGION_VARS,
     ROLE_ARN_VARS,
@@ -39,6 +37,8 @@ from webhook.mutation import (
     PatchOp,
     escape_pointer,
 )
+from webhook.config import MutationConfig
+from webhook.errors import ConfigError
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from webhook.annotations import (
+from webhook.admission.entries import (
     INCLUDE_CONTAINERS,
     SKIP_CONTAINERS,
     TOKEN_EXPIRATION,

@@ -20,15 +20,15 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.annotations import Note
+from webhook.admission.entries import Note
+from webhook.admission.extensions import Extensions, Extras, extend
+from webhook.admission.mutation import Decision, Jitter, decide, random_jitter
+from webhook.admission.reviews import AdmissionRequest, dumps, parse_review, respond
+from webhook.certificates.serving import CertificateReloader
 from webhook.config import Config
 from webhook.errors import BadReview
-from webhook.extensions import Extensions, Extras, extend
-from webhook.metrics import Metrics
-from webhook.mutation import Decision, Jitter, decide, random_jitter
-from webhook.reviews import AdmissionRequest, dumps, parse_review, respond
-from webhook.store import Store
-from webhook.tls import CertificateReloader
+from webhook.server.metrics import Metrics
+from webhook.sources.store import Store
 
 __all__ = ["MAX_BODY", "Webhook", "make_metrics_app", "make_webhook_app"]
 

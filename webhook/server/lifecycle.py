@@ -18,21 +18,21 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from webhook.annotations import Note, parse_container_credentials
-from webhook.app import Webhook, make_metrics_app, make_webhook_app
-from webhook.bootstrap import Bootstrap, CaBundleCheck
+from webhook.admission.entries import Note, parse_container_credentials
+from webhook.admission.extensions import load_extensions
+from webhook.admission.policy import parse_policy
+from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck
+from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
 from webhook.certs import names_cover, subject_alt_names
 from webhook.config import Config
 from webhook.errors import ConfigError, InputError, WebhookError
-from webhook.extensions import load_extensions
-from webhook.filesources import PolledFile
 from webhook.imds import account_and_partition
 from webhook.kube import Api, ApiError, client_configuration, start_kubernetes
-from webhook.metrics import Metrics, production_registry
-from webhook.policy import parse_policy
-from webhook.sources import StaticSources, load_documents, service_account_objects
-from webhook.store import Store
-from webhook.tls import CertificateReloader, LoadedCertificate, server_context
+from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.server.metrics import Metrics, production_registry
+from webhook.sources.files import PolledFile
+from webhook.sources.manifests import StaticSources, load_documents, service_account_objects
+from webhook.sources.store import Store
 
 __all__ = ["serve"]
 

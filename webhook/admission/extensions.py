@@ -13,11 +13,9 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.config import MutationConfig
-from webhook.errors import ConfigError
-from webhook.mutation import Decision, PatchOp
-from webhook.policy import Policy, PolicyError, Violation, evaluate, parse_policy
-from webhook.rules import (
+from webhook.admission.mutation import Decision, PatchOp
+from webhook.admission.policy import Policy, PolicyError, Violation, evaluate, parse_policy
+from webhook.admission.rules import (
     FailurePolicy,
     LoadedRule,
     load_rule,
@@ -25,6 +23,8 @@ from webhook.rules import (
     rule_patch,
     run_rules,
 )
+from webhook.config import MutationConfig
+from webhook.errors import ConfigError
 
 __all__ = ["Extensions", "Extras", "extend", "load_extensions"]
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.annotations import (
+from webhook.admission.entries import (
     CONFIG_MAP_KEY,
     CONFIG_MAP_NAME,
     ConfigMapEntry,
