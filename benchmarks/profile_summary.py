@@ -62,7 +62,11 @@ AREAS = (
         re.compile(r"asyncio/sslproto\.py|/ssl\.py"),
         False,
     ),
-    ("webhook handler glue (webhook/server/app.py self time)", re.compile(r"webhook/server/app\.py"), True),
+    (
+        "webhook handler glue (webhook/server/app.py self time)",
+        re.compile(r"webhook/server/app\.py"),
+        True,
+    ),
     (
         "aiohttp (HTTP parse, request, response, routing)",
         re.compile(r"aiohttp/|multidict|yarl/"),

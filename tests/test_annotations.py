@@ -12,8 +12,8 @@ from webhook.admission.entries import (
     parse_container_credentials,
     parse_service_account,
     parse_skip_containers,
-    partition_for_region,
 )
+from webhook.aws import partition_for_region
 from webhook.config import MutationConfig
 
 CONFIG = MutationConfig()

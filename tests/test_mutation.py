@@ -9,9 +9,10 @@ import jsonpatch
 import pytest
 
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
-from webhook.admission.mutation import decide, escape_pointer, go_path_join
+from webhook.admission.mutation import decide, escape_pointer
 from webhook.config import MutationConfig
 from webhook.errors import InvalidPod
+from webhook.gocompat import go_path_join
 from webhook.sources.manifests import StaticSources
 
 CONFIG = MutationConfig()

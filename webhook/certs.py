@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.errors import ConfigError
-from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, parse_go_int, usage
+from webhook.errors import ConfigError, FlagError
+from webhook.flags import FlagSpec, parse_args, usage
+from webhook.gocompat import parse_go_bool, parse_go_int
 
 __all__ = [
     "ca_bundle",

@@ -33,8 +33,9 @@ from webhook.config import (
     mutation_notices,
     serve_usage,
 )
-from webhook.errors import BadReview, ConfigError, InputError, WebhookError
-from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
+from webhook.errors import BadReview, ConfigError, FlagError, InputError, WebhookError
+from webhook.flags import FlagSpec, parse_args, usage
+from webhook.gocompat import parse_go_bool
 from webhook.imds import account_and_partition
 from webhook.oidc import oidc_command
 from webhook.server import logs

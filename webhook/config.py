@@ -1,9 +1,9 @@
 """Pure. The typed, immutable configuration and the flag table it is built from.
 
-Every upstream flag keeps its name, default and Go grammar (see goflags). Two defaults change on
-purpose: `--in-cluster` is false (the CSR flow it selected never worked on current clusters) and
-`--service-account-lookup-grace-period` is non-zero (a ServiceAccount created just before its Pod
-must not be missed).
+Every upstream flag keeps its name, default and Go grammar (see flags and gocompat). Two
+defaults change on purpose: `--in-cluster` is false (the CSR flow it selected never worked on
+current clusters) and `--service-account-lookup-grace-period` is non-zero (a ServiceAccount
+created just before its Pod must not be missed).
 """
 
 from __future__ import annotations
@@ -12,16 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.errors import ConfigError
-from webhook.goflags import (
-    FlagError,
-    FlagSpec,
-    parse_args,
-    parse_go_bool,
-    parse_go_duration,
-    parse_go_int,
-    usage,
-)
+from webhook.errors import ConfigError, FlagError
+from webhook.flags import FlagSpec, parse_args, usage
+from webhook.gocompat import parse_go_bool, parse_go_duration, parse_go_int
 
 MIN_TOKEN_EXPIRATION = 600
 DEFAULT_TOKEN_EXPIRATION = 86400

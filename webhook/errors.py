@@ -1,18 +1,35 @@
-"""Pure. Every error the webhook raises on purpose.
+"""Pure. Every error the webhook raises on purpose, in one tree.
 
     WebhookError                base of everything below
     ├── ConfigError             bad flags or unreadable start-up files → exit status 2
+    │   └── FlagError           a command line pflag would refuse; names the flag
     ├── InputError              a file given to `mutate` cannot be read or is not what it should be
-    └── BadReview               the HTTP body is not an AdmissionReview carrying a Pod → HTTP 400
-        └── InvalidPod          request.object is not a Pod object → HTTP 400
+    ├── BadReview               the HTTP body is not an AdmissionReview carrying a Pod → HTTP 400
+    │   └── InvalidPod          request.object is not a Pod object → HTTP 400
+    ├── PolicyError             the role-policy file is invalid (also a ValueError)
+    ├── CsvError                not a CSV record, as Go's encoding/csv says (also a ValueError)
+    └── ApiError                a Kubernetes API call failed; `status` 0 means no HTTP answer
+        └── WatchExpired        the watch's resourceVersion is too old (HTTP 410): list again
 
 Webhook-request failures (these) are kept apart from admission outcomes (`allowed` and
-`status` in the response), which the pure core returns as values.
+`status` in the response), which the pure core returns as values. The two ValueError
+subclasses are what a polled file's parser raises to say "keep the previous content".
 """
 
 from __future__ import annotations
 
-__all__ = ["BadReview", "ConfigError", "InputError", "InvalidPod", "WebhookError"]
+__all__ = [
+    "ApiError",
+    "BadReview",
+    "ConfigError",
+    "CsvError",
+    "FlagError",
+    "InputError",
+    "InvalidPod",
+    "PolicyError",
+    "WatchExpired",
+    "WebhookError",
+]
 
 
 class WebhookError(Exception):
@@ -21,6 +38,10 @@ class WebhookError(Exception):
 
 class ConfigError(WebhookError):
     """A flag or start-up file is invalid; the message names it."""
+
+
+class FlagError(ConfigError):
+    """A command line that pflag would refuse; the message names the flag."""
 
 
 class InputError(WebhookError):
@@ -33,3 +54,26 @@ class BadReview(WebhookError):
 
 class InvalidPod(BadReview):
     """request.object (or a Pod manifest) does not have a Pod's shape; the message says where."""
+
+
+class PolicyError(WebhookError, ValueError):
+    """The policy file is invalid; the message says where."""
+
+
+class CsvError(WebhookError, ValueError):
+    """Text that Go's encoding/csv would not read as a record."""
+
+
+class ApiError(WebhookError):
+    """A failed Kubernetes API call; `status` 0 means no HTTP answer (connection, timeout)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status or 'no answer'}: {message}")
+        self.status = status
+
+
+class WatchExpired(ApiError):
+    """The watch's resourceVersion is too old (HTTP 410): list again."""
+
+    def __init__(self, message: str = "resourceVersion too old") -> None:
+        super().__init__(410, message)

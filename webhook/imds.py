@@ -11,7 +11,7 @@ import os
 import urllib.error
 import urllib.request
 
-from webhook.admission.entries import partition_for_region
+from webhook.aws import partition_for_region
 from webhook.errors import ConfigError
 
 __all__ = ["account_and_partition"]

@@ -33,7 +33,7 @@ from webhook.admission.entries import (
     parse_service_account,
 )
 from webhook.config import Config, MutationConfig
-from webhook.errors import ConfigError
+from webhook.errors import ApiError, ConfigError, WatchExpired
 from webhook.sources.store import Store
 
 __all__ = [
@@ -51,14 +51,6 @@ log = structlog.get_logger("webhook.kube")
 LIST_PAGE_SIZE = 500
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 FETCH_RATE, FETCH_BURST, FETCH_TIMEOUT = 10.0, 20, 1.0  # upstream's fallback limits
-
-
-class ApiError(Exception):
-    """A failed API call; `status` 0 means no HTTP answer (connection, timeout)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status or 'no answer'}: {message}")
-        self.status = status
 
 
 def client_configuration(config: Config) -> Any:
@@ -247,10 +239,6 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-class Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): list again."""
-
-
 @dataclass(slots=True)
 class Reflector:
     """List, then watch from the list's resourceVersion, forever; in its own thread.
@@ -281,7 +269,7 @@ class Reflector:
                 log.info("listed", source=self.name, items=listing.count)
                 self._watch(listing.resource_version)
                 continue
-            except Gone:
+            except WatchExpired:
                 # Routine, but a watch cache that keeps answering 410 must not make us relist a
                 # big cluster in a loop: back off like any other failure (client-go does too).
                 log.info("watch_expired", source=self.name, action="relisting")
@@ -310,7 +298,7 @@ class Reflector:
                 kind, obj = event.get("type"), event["object"]
                 if kind == "ERROR":
                     if obj.get("code") == 410:
-                        raise Gone
+                        raise WatchExpired
                     raise ApiError(int(obj.get("code") or 0), str(obj.get("message", obj)))
                 if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
                     log.warning("malformed_event", source=self.name, detail=str(obj)[:200])

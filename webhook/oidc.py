@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from webhook.errors import ConfigError
-from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
+from webhook.errors import ConfigError, FlagError
+from webhook.flags import FlagSpec, parse_args, usage
+from webhook.gocompat import parse_go_bool
 from webhook.jwks import (
     MIN_RSA_BITS,
     PublishedKey,

@@ -14,8 +14,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.errors import ConfigError
-from webhook.goflags import FlagError, FlagSpec, parse_args, parse_go_bool, usage
+from webhook.aws import ACCOUNT, PARTITION, Arn, parse_arn
+from webhook.aws import role_arn as compose_role_arn
+from webhook.errors import ConfigError, FlagError
+from webhook.flags import FlagSpec, parse_args, usage
+from webhook.gocompat import parse_go_bool
 
 __all__ = [
     "DEFAULT_AUDIENCE",
@@ -35,10 +38,6 @@ DEFAULT_ANNOTATION_PREFIX = "eks.amazonaws.com"
 
 # --- trust policy and ServiceAccount -----------------------------------------------------------
 
-_ACCOUNT = re.compile(r"[0-9]{12}")
-_PARTITION = re.compile(r"aws(?:-[a-z]+)*")
-_PROVIDER_ARN = re.compile(r"arn:(?P<partition>[^:]+):iam::(?P<account>[^:]*):oidc-provider/(.+)")
-_ROLE_ARN = re.compile(r"arn:(?P<partition>aws(?:-[a-z]+)*):iam::(?P<account>[0-9]{12}):role/\S+")
 _HOST_PATH = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s?#]*)?")
 _NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _SA_NAME = re.compile(
@@ -58,26 +57,29 @@ class OidcProvider:
 
     @property
     def arn(self) -> str:
-        return f"arn:{self.partition}:iam::{self.account_id}:oidc-provider/{self.issuer_path}"
+        return str(
+            Arn(self.partition, "iam", "", self.account_id, f"oidc-provider/{self.issuer_path}")
+        )
 
 
 def _check_account(text: str) -> str:
-    if not _ACCOUNT.fullmatch(text):
+    if not ACCOUNT.fullmatch(text):
         raise ValueError("must be a 12-digit AWS account ID")
     return text
 
 
 def _check_partition(text: str) -> str:
-    if not _PARTITION.fullmatch(text):
+    if not PARTITION.fullmatch(text):
         raise ValueError("must be an AWS partition such as aws, aws-cn or aws-us-gov")
     return text
 
 
 def parse_provider(text: str, account_id: str | None, partition: str | None) -> OidcProvider:
     """The provider from an ARN, or from an issuer URL or host[/path] plus account/partition."""
-    match = _PROVIDER_ARN.fullmatch(text)
-    if match:
-        arn_partition, arn_account, path = match.groups()
+    arn = parse_arn(text)
+    if arn is not None and arn.service == "iam" and arn.resource.startswith("oidc-provider/"):
+        arn_partition, arn_account = arn.partition, arn.account
+        path = arn.resource.removeprefix("oidc-provider/")
         try:
             _check_partition(arn_partition)
             _check_account(arn_account)
@@ -199,7 +201,8 @@ def _output_kind(text: str) -> str:
 
 
 def _check_role_arn(text: str) -> str:
-    if not _ROLE_ARN.fullmatch(text):
+    arn = parse_arn(text)
+    if arn is None or not arn.is_iam_role:
         raise ValueError("must be an IAM role ARN, arn:<partition>:iam::<account>:role/<name>")
     return text
 
@@ -332,8 +335,8 @@ def trust_policy_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO)
 
     role_arn: str = values["role-arn"]
     if role_arn:
-        match = _ROLE_ARN.fullmatch(role_arn)
-        if match and (match["account"], match["partition"]) != (
+        arn = parse_arn(role_arn)
+        if arn is not None and (arn.account, arn.partition) != (
             provider.account_id,
             provider.partition,
         ):
@@ -359,11 +362,11 @@ def trust_policy_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO)
         parts.append(json.dumps(trust_policy(provider, pairs, values["audience"]), indent=2) + "\n")
     if output in ("service-account", "both") and exact:
         placeholder = not role_arn
-        arn = role_arn or f"arn:{provider.partition}:iam::{provider.account_id}:role/ROLE_NAME"
+        shown = role_arn or compose_role_arn(provider.partition, provider.account_id, "ROLE_NAME")
         parts.append(
             _service_account_yaml(
                 exact,
-                arn,
+                shown,
                 prefix=values["annotation-prefix"],
                 audience=values["audience"],
                 placeholder=placeholder,

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.aws import looks_like_role_arn
+from webhook.aws import role_arn as compose_role_arn
 from webhook.config import MIN_TOKEN_EXPIRATION, MutationConfig
-from webhook.goflags import parse_go_bool, parse_go_int10
+from webhook.errors import CsvError
+from webhook.gocompat import MISSING, first_csv_record, go_json_field, parse_go_bool, parse_go_int10
 
 __all__ = [
     "ConfigMapEntry",
@@ -28,7 +30,6 @@ __all__ = [
     "parse_service_account",
     "parse_skip_containers",
     "parse_token_expiration",
-    "partition_for_region",
 ]
 
 ROLE_ARN = "role-arn"
@@ -41,9 +42,6 @@ REGION = "region"  # ours: per-ServiceAccount region instead of --aws-default-re
 
 CONFIG_MAP_NAME = "pod-identity-webhook"
 CONFIG_MAP_KEY = "config"
-
-# Upstream's advisory check (Go RE2, ASCII \w and \d). A mismatch is reported, never enforced.
-_VALID_ROLE_ARN = re.compile(r"arn:aws[a-z0-9-]*:iam::\d{12}:role/[\w/.@+=,-]+", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +77,6 @@ class ConfigMapEntry:
     token_expiration: int
 
 
-def partition_for_region(region: str) -> str:
-    """AWS partition of a region, as upstream derives it for composed role ARNs."""
-    for prefix, partition in (
-        ("cn-", "aws-cn"),
-        ("us-gov-", "aws-us-gov"),
-        ("us-isob-", "aws-iso-b"),
-        ("us-iso-", "aws-iso"),
-        ("eusc-", "aws-eusc"),
-    ):
-        if region.startswith(prefix):
-            return partition
-    return "aws"
-
-
 def parse_token_expiration(text: str) -> tuple[int | None, bool]:
     """(seconds clamped to at least 600, whether it was raised); (None, False) if invalid."""
     try:
@@ -120,8 +104,8 @@ def parse_service_account(
     role = annotations.get(prefix + ROLE_ARN)
     role_arn = role if isinstance(role, str) else ""
     if isinstance(role, str) and config.compose_role_arn and "arn:" not in role:
-        role_arn = f"arn:{config.partition}:iam::{config.account_id}:role/{role}"
-    if role_arn and not _VALID_ROLE_ARN.fullmatch(role_arn):
+        role_arn = compose_role_arn(config.partition, config.account_id, role)
+    if role_arn and not looks_like_role_arn(role_arn):
         notes.append(Note("invalid-role-arn", f"role ARN {role_arn!r} does not look valid"))
 
     audience = annotations.get(prefix + AUDIENCE)
@@ -168,37 +152,20 @@ def parse_service_account(
     )
 
 
-class _Missing:
-    pass
-
-
-_MISSING: Any = _Missing()
-
-
-def _go_field(obj: Mapping[str, Any], name: str) -> Any:
-    """encoding/json field lookup: exact or case-insensitive key, the last one wins."""
-    found = _MISSING
-    lowered = name.lower()
-    for key, value in obj.items():
-        if key == name or key.lower() == lowered:
-            found = value
-    return found
-
-
 def _entry(value: Any, config: MutationConfig) -> ConfigMapEntry:
     if not isinstance(value, dict):
         raise TypeError("the entry is not a JSON object")
-    role = _go_field(value, "RoleARN")
-    audience = _go_field(value, "Audience")
-    regional = _go_field(value, "UseRegionalSTS")
-    expiration = _go_field(value, "TokenExpiration")
-    if role is not _MISSING and role is not None and not isinstance(role, str):
+    role = go_json_field(value, "RoleARN")
+    audience = go_json_field(value, "Audience")
+    regional = go_json_field(value, "UseRegionalSTS")
+    expiration = go_json_field(value, "TokenExpiration")
+    if role is not MISSING and role is not None and not isinstance(role, str):
         raise TypeError("RoleARN is not a string")
-    if audience is not _MISSING and audience is not None and not isinstance(audience, str):
+    if audience is not MISSING and audience is not None and not isinstance(audience, str):
         raise TypeError("Audience is not a string")
-    if regional is not _MISSING and regional is not None and not isinstance(regional, bool):
+    if regional is not MISSING and regional is not None and not isinstance(regional, bool):
         raise TypeError("UseRegionalSTS is not a boolean")
-    if expiration is not _MISSING and expiration is not None:
+    if expiration is not MISSING and expiration is not None:
         if isinstance(expiration, bool) or not isinstance(expiration, int):
             raise TypeError("TokenExpiration is not an integer")
         if not -(1 << 63) <= expiration < (1 << 63):
@@ -275,8 +242,8 @@ def parse_container_credentials(text: str) -> frozenset[tuple[str, str]]:
         return frozenset()
     if not isinstance(document, dict):
         raise ValueError("the document is not a JSON object")
-    identities = _go_field(document, "identities")
-    if identities is _MISSING or identities is None:
+    identities = go_json_field(document, "identities")
+    if identities is MISSING or identities is None:
         return frozenset()
     if not isinstance(identities, list):
         raise ValueError("`identities` is not a list")
@@ -289,8 +256,8 @@ def parse_container_credentials(text: str) -> frozenset[tuple[str, str]]:
             raise ValueError(f"identities[{index}] is not an object")
         fields = []
         for name in ("namespace", "serviceAccount"):
-            value = _go_field(item, name)
-            if value is _MISSING or value is None:
+            value = go_json_field(item, name)
+            if value is MISSING or value is None:
                 value = ""
             if not isinstance(value, str):
                 raise ValueError(f"identities[{index}].{name} is not a string")
@@ -299,77 +266,12 @@ def parse_container_credentials(text: str) -> frozenset[tuple[str, str]]:
     return frozenset(pairs)
 
 
-class CSVError(ValueError):
-    pass
-
-
-def _first_csv_record(text: str) -> list[str]:
-    """The first record of a CSV document, exactly as Go's encoding/csv Reader.Read returns it."""
-    # Go splits on "\n" only; a lone "\r" stays inside a line.
-    lines = [part for part in re.split(r"(?<=\n)", text) if part]
-    normalised = []
-    for raw in lines:
-        if raw.endswith("\r\n"):
-            normalised.append(raw[:-2] + "\n")
-        elif raw.endswith("\r"):
-            normalised.append(raw[:-1])  # only the last line can end so; Go drops it at EOF
-        else:
-            normalised.append(raw)
-    index = 0
-    while index < len(normalised) and normalised[index] == "\n":
-        index += 1
-    if index == len(normalised):
-        raise CSVError("EOF")
-    line = normalised[index]
-    index += 1
-    fields: list[str] = []
-    while True:
-        if not line.startswith('"'):
-            comma = line.find(",")
-            field = line[:comma] if comma >= 0 else line.removesuffix("\n")
-            if '"' in field:
-                raise CSVError('bare " in non-quoted-field')
-            fields.append(field)
-            if comma >= 0:
-                line = line[comma + 1 :]
-                continue
-            return fields
-        line = line[1:]
-        buffer = []
-        while True:
-            quote = line.find('"')
-            if quote >= 0:
-                buffer.append(line[:quote])
-                line = line[quote + 1 :]
-                if line.startswith('"'):
-                    buffer.append('"')
-                    line = line[1:]
-                    continue
-                if line.startswith(","):
-                    line = line[1:]
-                    fields.append("".join(buffer))
-                    break
-                if line in ("", "\n"):
-                    fields.append("".join(buffer))
-                    return fields
-                raise CSVError('extraneous or missing " in quoted-field')
-            if line:
-                buffer.append(line)
-                if index < len(normalised):
-                    line = normalised[index]
-                    index += 1
-                else:
-                    line = ""
-                continue
-            raise CSVError('extraneous or missing " in quoted-field')
-
-
 def parse_skip_containers(text: str) -> frozenset[str] | None:
     """Container names from the skip-containers annotation; None when it does not parse.
 
     Strict CSV, names compared exactly: `a, b` names `a` and ` b` (upstream behaviour).
     """
     try:
-        return frozenset(_first_csv_record(text))
-    except CSVError:
+        return frozenset(first_csv_record(text))
+    except CsvError:
         return None

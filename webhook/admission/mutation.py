@@ -8,7 +8,6 @@ that already has everything gets an empty patch.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from webhook.admission.entries import (
 )
 from webhook.config import DEFAULT_TOKEN_EXPIRATION, MutationConfig
 from webhook.errors import InvalidPod
+from webhook.gocompat import go_path_join
 
 __all__ = [
     "Decision",
@@ -34,7 +34,6 @@ __all__ = [
     "Sources",
     "decide",
     "escape_pointer",
-    "go_path_join",
 ]
 
 PatchOp = dict[str, Any]
@@ -100,32 +99,6 @@ def random_jitter(low: int, high: int) -> int:
 def escape_pointer(token: str) -> str:
     """RFC 6901 reference token escaping."""
     return token.replace("~", "~0").replace("/", "~1")
-
-
-@functools.lru_cache(maxsize=16)
-def go_path_join(*elements: str) -> str:
-    """Go's filepath.Join on Unix: join the non-empty elements, then path.Clean.
-
-    Cached: its inputs are the few mount paths and token names of the configuration."""
-    joined = "/".join(e for e in elements if e)
-    if not joined:
-        return ""
-    rooted = joined.startswith("/")
-    parts: list[str] = []
-    for part in joined.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(part)
-    cleaned = "/".join(parts)
-    if rooted:
-        return "/" + cleaned
-    return cleaned or "."
 
 
 @dataclass(frozen=True, slots=True)

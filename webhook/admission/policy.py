@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from webhook.admission.mutation import Decision
+from webhook.aws import parse_arn
 
 __all__ = ["Policy", "PolicyError", "Verdict", "Violation", "evaluate", "parse_policy"]
 
@@ -167,13 +168,6 @@ def parse_policy(text: str) -> Policy:
     return Policy(tuple(_rule(raw, i, names) for i, raw in enumerate(rules)), default)
 
 
-def _arn_parts(role_arn: str) -> tuple[str, str] | None:
-    parts = role_arn.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn":
-        return None
-    return parts[1], parts[4]
-
-
 def _listing(patterns: Sequence[str]) -> str:
     return ", ".join(patterns)
 
@@ -182,14 +176,14 @@ def _check(rule: Rule, namespace: str, decision: Decision) -> list[str]:
     problems = []
     role = decision.role_arn
     if role:
-        parts = _arn_parts(role)
+        arn = parse_arn(role)
         if rule.role_arns and not any(fnmatch.fnmatchcase(role, p) for p in rule.role_arns):
             problems.append(f"role {role} is not allowed (allowed: {_listing(rule.role_arns)})")
-        if rule.partitions and (parts is None or parts[0] not in rule.partitions):
+        if rule.partitions and (arn is None or arn.partition not in rule.partitions):
             problems.append(
                 f"role {role} is not in an allowed partition ({_listing(rule.partitions)})"
             )
-        if rule.accounts and (parts is None or parts[1] not in rule.accounts):
+        if rule.accounts and (arn is None or arn.account not in rule.accounts):
             problems.append(f"role {role} is not in an allowed account ({_listing(rule.accounts)})")
     audience = decision.audience
     if rule.audiences and not any(fnmatch.fnmatchcase(audience, a) for a in rule.audiences):

@@ -27,7 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from webhook.certs import ca_bundle, make_ca, make_serving_cert, service_dns_names
-from webhook.kube import Api, ApiError
+from webhook.errors import ApiError
+from webhook.kube import Api
 
 __all__ = ["Bootstrap", "CaBundleCheck", "needs_renewal", "trusts"]
 

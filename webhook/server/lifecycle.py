@@ -25,9 +25,9 @@ from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck
 from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
 from webhook.certs import names_cover, subject_alt_names
 from webhook.config import Config
-from webhook.errors import ConfigError, InputError, WebhookError
+from webhook.errors import ApiError, ConfigError, InputError, WebhookError
 from webhook.imds import account_and_partition
-from webhook.kube import Api, ApiError, client_configuration, start_kubernetes
+from webhook.kube import Api, client_configuration, start_kubernetes
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
 from webhook.server.metrics import Metrics, production_registry
 from webhook.sources.files import PolledFile

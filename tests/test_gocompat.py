@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.goflags import (
-    FlagError,
-    FlagSpec,
+from webhook.errors import FlagError
+from webhook.flags import FlagSpec, parse_args
+from webhook.gocompat import (
     format_duration,
-    parse_args,
     parse_go_bool,
     parse_go_duration,
     parse_go_int,

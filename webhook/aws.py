@@ -1,0 +1,82 @@
+"""Pure. AWS names: ARNs, partitions and the role ARNs the webhook injects or judges.
+
+One parser for every ARN the project reads (role ARNs in annotations and policies, OIDC
+provider ARNs in `trust-policy`), so they all agree on what an ARN is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "Arn",
+    "looks_like_role_arn",
+    "parse_arn",
+    "partition_for_region",
+    "role_arn",
+]
+
+ACCOUNT = re.compile(r"[0-9]{12}")
+PARTITION = re.compile(r"aws(?:-[a-z]+)*")
+
+# Upstream's advisory check (Go RE2, ASCII \w and \d). A mismatch is reported, never enforced.
+_UPSTREAM_ROLE_ARN = re.compile(r"arn:aws[a-z0-9-]*:iam::\d{12}:role/[\w/.@+=,-]+", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class Arn:
+    """`arn:partition:service:region:account:resource`, split at the first five colons."""
+
+    partition: str
+    service: str
+    region: str
+    account: str
+    resource: str
+
+    @property
+    def is_iam_role(self) -> bool:
+        return (
+            self.service == "iam"
+            and self.region == ""
+            and self.resource.startswith("role/")
+            and len(self.resource) > len("role/")
+            and PARTITION.fullmatch(self.partition) is not None
+            and ACCOUNT.fullmatch(self.account) is not None
+            and not any(c.isspace() for c in self.resource)
+        )
+
+    def __str__(self) -> str:
+        return f"arn:{self.partition}:{self.service}:{self.region}:{self.account}:{self.resource}"
+
+
+def parse_arn(text: str) -> Arn | None:
+    """The parts of an ARN, or None when `text` does not have an ARN's six fields."""
+    parts = text.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or not parts[1] or not parts[2]:
+        return None
+    return Arn(*parts[1:])
+
+
+def role_arn(partition: str, account: str, name: str) -> str:
+    """The ARN of role `name` (upstream's --compose-role-arn)."""
+    return str(Arn(partition, "iam", "", account, f"role/{name}"))
+
+
+def looks_like_role_arn(text: str) -> bool:
+    """Upstream's advisory check: a mismatch is reported, never refused."""
+    return _UPSTREAM_ROLE_ARN.fullmatch(text) is not None
+
+
+def partition_for_region(region: str) -> str:
+    """AWS partition of a region, as upstream derives it for composed role ARNs."""
+    for prefix, partition in (
+        ("cn-", "aws-cn"),
+        ("us-gov-", "aws-us-gov"),
+        ("us-isob-", "aws-iso-b"),
+        ("us-iso-", "aws-iso"),
+        ("eusc-", "aws-eusc"),
+    ):
+        if region.startswith(prefix):
+            return partition
+    return "aws"
