@@ -9,7 +9,9 @@ import jsonpatch
 import pytest
 
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
-from webhook.admission.mutation import decide, escape_pointer
+from webhook.admission.mutation import decide
+from webhook.admission.patches import escape_pointer
+from webhook.admission.wire import Pod
 from webhook.config import MutationConfig
 from webhook.errors import InvalidPod
 from webhook.gocompat import go_path_join
@@ -159,14 +161,14 @@ def test_pod_identity_label_with_another_value_is_set_like_upstream():
 
 def test_pod_without_metadata_gets_the_label():
     srcs = sources({}, identities=frozenset({("default", "app")}))
-    given = {"spec": {"serviceAccountName": "app", "containers": []}}
+    given: Pod = {"spec": {"serviceAccountName": "app", "containers": []}}
     decision = decide(given, namespace="default", sources=srcs, config=CONFIG, jitter=lowest)
     result = jsonpatch.apply_patch(given, list(decision.patch))
     assert result["metadata"] == {"labels": {"eks.amazonaws.com/pod-identity": "enabled"}}
 
 
 def test_default_service_account_is_used_when_the_pod_names_none():
-    given = {"spec": {"containers": [{"name": "c"}]}}
+    given: Pod = {"spec": {"containers": [{"name": "c"}]}}
     srcs = sources({"eks.amazonaws.com/role-arn": ROLE}, name="default")
     assert not decide(given, namespace="default", sources=srcs, config=CONFIG).mutated
     assert decide(

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
-from webhook.admission.mutation import POD_IDENTITY_LABEL, decide
+from webhook.admission.mutation import decide
+from webhook.admission.patches import POD_IDENTITY_LABEL
 from webhook.config import MutationConfig
 from webhook.sources.manifests import StaticSources
 

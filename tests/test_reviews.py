@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from webhook.admission.entries import Note
 from webhook.admission.mutation import Decision
-from webhook.admission.reviews import parse_review, respond, warnings_for
+from webhook.admission.notes import Note
+from webhook.admission.reviews import parse_review, respond
+from webhook.admission.verdicts import answer as answer_for
+from webhook.admission.verdicts import warnings_for
 from webhook.errors import BadReview, InvalidPod
 
 POD = {"kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": {}}
@@ -30,7 +32,9 @@ def decision(patch=(), notes=(), **fields):
         "method": None,
         "role_source": None,
         "role_arn": "",
-        "service_account": "ns/app",
+        "namespace": "ns",
+        "name": "app",
+        "entry": None,
     }
     values.update(fields)
     return Decision(patch=tuple(patch), notes=tuple(notes), **values)
@@ -102,7 +106,8 @@ def test_objects_that_are_not_pods_are_invalid(obj):
 def test_response_echoes_typemeta_and_uid_and_encodes_the_patch():
     ops = [{"op": "add", "path": "/spec/volumes", "value": []}]
     answer = respond(
-        parse_review(review()), decision(ops, reason="injected", method="sts_web_identity")
+        parse_review(review()),
+        answer_for(decision(ops, reason="injected", method="sts_web_identity")),
     )
     assert list(answer) == ["kind", "apiVersion", "response"]
     response = answer["response"]
@@ -116,7 +121,7 @@ def test_response_echoes_typemeta_and_uid_and_encodes_the_patch():
 
 
 def test_no_patch_when_nothing_to_do():
-    answer = respond(parse_review({"request": {"uid": "u", "object": POD}}), decision())
+    answer = respond(parse_review({"request": {"uid": "u", "object": POD}}), answer_for(decision()))
     assert answer == {
         "response": {
             "uid": "u",

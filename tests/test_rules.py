@@ -14,6 +14,7 @@ from webhook.admission.entries import parse_service_account
 from webhook.admission.extensions import Extensions, extend
 from webhook.admission.mutation import decide
 from webhook.admission.rules import RuleResult, load_rule, rule_patch
+from webhook.admission.wire import Pod
 from webhook.cli import run
 from webhook.config import MutationConfig
 from webhook.errors import ConfigError
@@ -49,11 +50,8 @@ def run_extend(given, *specs, failure_policy="ignore", timeout=0.25):
         rule_timeout=timeout,
         failure_policy=failure_policy,
     )
-    entry = sources().service_account("team-a", "app")
-    assert entry is not None
-    extras = asyncio.run(
-        extend(given, "team-a", decision, extensions, annotations=entry.annotations, config=CONFIG)
-    )
+    assert decision.entry is not None
+    extras = asyncio.run(extend(given, decision, extensions, config=CONFIG))
     return decision, extras
 
 
@@ -132,7 +130,7 @@ def test_async_rules_run():
 
 
 def test_rule_patch_creates_missing_maps_and_lists():
-    given = {"spec": {"containers": [{"name": "a"}]}}
+    given: Pod = {"spec": {"containers": [{"name": "a"}]}}
     decision = decide(
         given, namespace="team-a", sources=sources(), config=CONFIG, default_service_account="app"
     )

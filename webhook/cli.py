@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 import jsonpatch
 import structlog
@@ -21,8 +21,10 @@ import yaml
 
 from webhook import __version__
 from webhook.admission.extensions import Extras, extend, load_extensions
-from webhook.admission.mutation import Decision, Jitter, PatchOp, decide, random_jitter
+from webhook.admission.mutation import Decision, Jitter, decide, random_jitter
 from webhook.admission.reviews import AdmissionRequest, parse_review, respond
+from webhook.admission.verdicts import answer, verdict
+from webhook.admission.wire import PatchOp, Pod
 from webhook.certs import certs_command
 from webhook.config import (
     EXTENSION_FLAGS,
@@ -124,7 +126,7 @@ def _load_pod_or_review(text: str, where: str) -> tuple[AdmissionRequest, bool]:
     request = AdmissionRequest(
         uid=OFFLINE_UID,
         namespace=namespace if isinstance(namespace, str) and namespace else "default",
-        pod=document,
+        pod=cast("Pod", document),
         kind="AdmissionReview",
         api_version="admission.k8s.io/v1",
     )
@@ -134,15 +136,13 @@ def _load_pod_or_review(text: str, where: str) -> tuple[AdmissionRequest, bool]:
 def _explain(
     decision: Decision, extras: Extras, ops: Sequence[PatchOp], sources: StaticSources, err: TextIO
 ) -> None:
-    """What `-v` prints: the same outcome the server would log and count for this Pod."""
+    """What `-v` prints: the same verdict the server would log and count for this Pod."""
     for note in sources.notes:
         print(f"note[{note.code}]: {note.message}", file=err)
-    if extras.denial:
-        verdict, reason = "denied", "policy" if extras.violations else "rule"
-    else:
-        verdict, reason = ("mutated" if ops else "not mutated"), decision.reason
+    judged = verdict(decision, extras)
     print(
-        f"decision: {verdict} ({reason}) for ServiceAccount {decision.service_account}",
+        f"decision: {judged.outcome.replace('_', ' ')} ({judged.reason}) "
+        f"for ServiceAccount {decision.service_account}",
         file=err,
     )
     if decision.method:
@@ -230,22 +230,12 @@ def mutate(
         )
         extras = Extras()
         if extensions.active:
-            name = decision.service_account.partition("/")[2]
-            entry = sources.service_account(request.namespace, name)
-            extras = asyncio.run(
-                extend(
-                    request.pod,
-                    request.namespace,
-                    decision,
-                    extensions,
-                    annotations=entry.annotations if entry else {},
-                    config=config,
-                )
-            )
+            extras = asyncio.run(extend(request.pod, decision, extensions, config=config))
     except (WebhookError, ConfigError) as exc:
         print(f"{PROG} mutate: {exc}", file=stderr)
         return 1
-    ops = [] if extras.denial else [*decision.patch, *extras.patch]
+    reply = answer(decision, extras)
+    ops = list(reply.ops)
     if values["verbose"]:
         _explain(decision, extras, ops, sources, stderr)
     else:
@@ -259,7 +249,7 @@ def mutate(
     if output == "patch":
         print(json.dumps(ops, indent=2), file=stdout)
     elif output == "review":
-        print(json.dumps(respond(request, decision, extras), indent=2), file=stdout)
+        print(json.dumps(respond(request, reply), indent=2), file=stdout)
     else:
         mutated = jsonpatch.apply_patch(request.pod, ops)
         text = yaml.safe_dump(mutated, sort_keys=False, default_flow_style=False)

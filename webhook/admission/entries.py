@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.admission.notes import Note
 from webhook.aws import looks_like_role_arn
 from webhook.aws import role_arn as compose_role_arn
 from webhook.config import MIN_TOKEN_EXPIRATION, MutationConfig
@@ -23,7 +24,6 @@ from webhook.gocompat import MISSING, first_csv_record, go_json_field, parse_go_
 
 __all__ = [
     "ConfigMapEntry",
-    "Note",
     "ServiceAccountEntry",
     "parse_config_map",
     "parse_container_credentials",
@@ -42,14 +42,6 @@ REGION = "region"  # ours: per-ServiceAccount region instead of --aws-default-re
 
 CONFIG_MAP_NAME = "pod-identity-webhook"
 CONFIG_MAP_KEY = "config"
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """One explained decision or problem: a stable code and a short human sentence."""
-
-    code: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

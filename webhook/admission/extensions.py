@@ -13,8 +13,8 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.admission.mutation import Decision, PatchOp
-from webhook.admission.policy import Policy, PolicyError, Violation, evaluate, parse_policy
+from webhook.admission.mutation import Decision
+from webhook.admission.policy import Policy, Violation, evaluate, parse_policy
 from webhook.admission.rules import (
     FailurePolicy,
     LoadedRule,
@@ -23,8 +23,9 @@ from webhook.admission.rules import (
     rule_patch,
     run_rules,
 )
+from webhook.admission.wire import PatchOp
 from webhook.config import MutationConfig
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, PolicyError
 
 __all__ = ["Extensions", "Extras", "extend", "load_extensions"]
 
@@ -56,13 +57,7 @@ class Extras:
 
 
 async def extend(
-    pod: Mapping[str, Any],
-    namespace: str,
-    decision: Decision,
-    extensions: Extensions,
-    *,
-    annotations: Mapping[str, str],
-    config: MutationConfig,
+    pod: Mapping[str, Any], decision: Decision, extensions: Extensions, *, config: MutationConfig
 ) -> Extras:
     """Judge the decision against the policy, then run the rules on the mutated Pod."""
     warnings: list[str] = []
@@ -70,18 +65,18 @@ async def extend(
     audit: dict[str, str] = {}
     violations: tuple[Violation, ...] = ()
     if extensions.policy is not None:
-        verdict = evaluate(extensions.policy, namespace, decision)
-        violations = verdict.violations
-        if verdict.denial:
-            denials.append(verdict.denial)
-        warnings.extend(f"pod-identity-webhook: {v.message}" for v in verdict.audited)
+        judgement = evaluate(extensions.policy, decision.namespace, decision)
+        violations = judgement.violations
+        if judgement.denial:
+            denials.append(judgement.denial)
+        warnings.extend(f"pod-identity-webhook: {v.message}" for v in judgement.audited)
         if violations:
             audit["policy-violations"] = ",".join(sorted({v.rule for v in violations}))
     patch: list[PatchOp] = []
     errors: list[tuple[str, str]] = []
     if extensions.rules and not denials:
         mutated = jsonpatch.apply_patch(dict(pod), list(decision.patch))
-        request = make_request(mutated, namespace, decision, annotations, config)
+        request = make_request(mutated, decision, config)
         outcomes = await run_rules(extensions.rules, request, seconds=extensions.rule_timeout)
         results = []
         for outcome in outcomes:

@@ -21,8 +21,9 @@ import yaml
 
 from webhook.admission.mutation import Decision
 from webhook.aws import parse_arn
+from webhook.errors import PolicyError
 
-__all__ = ["Policy", "PolicyError", "Verdict", "Violation", "evaluate", "parse_policy"]
+__all__ = ["Judgement", "Policy", "PolicyError", "Violation", "evaluate", "parse_policy"]
 
 Mode = Literal["audit", "enforce"]
 _RULE_KEYS = {
@@ -35,10 +36,6 @@ _RULE_KEYS = {
     "audiences",
     "tokenExpiration",
 }
-
-
-class PolicyError(ValueError):
-    """The policy file is invalid; the message says where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +68,9 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Judgement:
+    """The violations one Pod's credentials commit against the rules that cover it."""
+
     violations: tuple[Violation, ...] = ()
 
     @property
@@ -202,21 +201,21 @@ def _check(rule: Rule, namespace: str, decision: Decision) -> list[str]:
     ]
 
 
-def evaluate(policy: Policy, namespace: str, decision: Decision) -> Verdict:
+def evaluate(policy: Policy, namespace: str, decision: Decision) -> Judgement:
     """Judge a decision that hands out credentials; other decisions pass."""
     if decision.method is None:
-        return Verdict()
+        return Judgement()
     matching = [rule for rule in policy.rules if rule.covers(namespace)]
     if not matching:
         if policy.default_action == "allow":
-            return Verdict()
+            return Judgement()
         mode: Mode = "enforce" if policy.default_action == "deny" else "audit"
         message = (
             f"policy: no rule covers namespace {namespace} and defaultAction is "
             f"{policy.default_action}; ask for a rule that allows its ServiceAccounts' roles"
         )
-        return Verdict((Violation("defaultAction", mode, message),))
-    return Verdict(
+        return Judgement((Violation("defaultAction", mode, message),))
+    return Judgement(
         tuple(
             Violation(rule.name, rule.mode, message)
             for rule in matching

@@ -1,43 +1,28 @@
-"""Pure. AdmissionReview in, AdmissionReview out: validation, the response envelope, warnings
-and audit annotations. Shared by the server and the offline `mutate` command.
+"""Pure. The AdmissionReview envelope: what a request must hold, and the response to it.
+Shared by the server and the offline `mutate` command.
 
 Wire format kept from upstream: `kind`, `apiVersion` and `request.uid` echoed, base64 JSON
 patch with `patchType: JSONPatch`, no patch when there is nothing to do. Added: `warnings` that
-kubectl shows for non-obvious outcomes, and `auditAnnotations` recording the decision.
+kubectl shows for non-obvious outcomes, and `auditAnnotations` recording the decision. What goes
+into an answer is decided elsewhere (`verdicts`); this module only knows the envelope.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import orjson
 
-from webhook.admission.extensions import Extras
-from webhook.admission.mutation import Decision, PatchOp
+from webhook.admission.wire import AdmissionResponse, AdmissionReview, PatchOp, Pod
 from webhook.errors import BadReview, InvalidPod
 
-__all__ = ["AdmissionRequest", "dumps", "encode_patch", "parse_review", "respond", "warnings_for"]
+__all__ = ["AdmissionRequest", "Answer", "dumps", "encode_patch", "parse_review", "respond"]
 
 API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
-
-# Notes that deserve a kubectl warning; the rest (jitter, skipped entries) only reach the logs.
-_WARNED = frozenset(
-    {
-        "service-account-not-found",
-        "service-account-late",
-        "namespace-missing",
-        "expiration-clamped",
-        "container-skipped",
-        "variables-present",
-        "invalid-annotation",
-        "invalid-role-arn",
-    }
-)
-_WARNING_LIMIT = 120  # kubectl shows them whole up to about this length
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +31,27 @@ class AdmissionRequest:
 
     uid: str
     namespace: str
-    pod: dict[str, Any]
+    pod: Pod
     kind: str | None
     api_version: str | None
 
     @property
     def pod_name(self) -> str:
-        metadata = self.pod.get("metadata") or {}
+        metadata = self.pod.get("metadata")
+        if not isinstance(metadata, dict):
+            return ""
         return str(metadata.get("name") or metadata.get("generateName") or "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """What one response says, whatever decided it."""
+
+    ops: Sequence[PatchOp] = ()
+    warnings: Sequence[str] = ()
+    audit: Mapping[str, str] = field(default_factory=dict)
+    denial: str | None = None
+    """Set when the Pod is refused on purpose (policy or rule): HTTP 200, allowed false, 403."""
 
 
 def _optional_str(value: Any, where: str) -> str | None:
@@ -96,7 +94,7 @@ def parse_review(review: Any) -> AdmissionRequest:
     namespace = request.get("namespace") or ""
     if not isinstance(namespace, str):
         raise BadReview("request.namespace must be a string")
-    return AdmissionRequest(uid, namespace, pod, kind, api_version)
+    return AdmissionRequest(uid, namespace, cast("Pod", pod), kind, api_version)
 
 
 def dumps(value: Any) -> bytes:
@@ -112,58 +110,22 @@ def encode_patch(ops: Sequence[PatchOp]) -> str:
     return base64.b64encode(dumps(list(ops))).decode("ascii")
 
 
-def warnings_for(decision: Decision) -> list[str]:
-    """Short sentences for kubectl; one per explained note, in order, without repeats."""
-    seen: list[str] = []
-    for note in decision.notes:
-        if note.code not in _WARNED:
-            continue
-        text = f"pod-identity-webhook: {note.message}"
-        if len(text) > _WARNING_LIMIT:
-            text = text[: _WARNING_LIMIT - 3] + "..."
-        if text not in seen:
-            seen.append(text)
-    return seen
-
-
-def audit_annotations(decision: Decision) -> dict[str, str]:
-    annotations = {
-        "decision": "mutated" if decision.mutated else "not-mutated",
-        "reason": decision.reason,
-        "service-account": decision.service_account,
-    }
-    if decision.method:
-        annotations["method"] = decision.method
-    if decision.role_source:
-        annotations["role-source"] = decision.role_source
-    if decision.role_arn:
-        annotations["role-arn"] = decision.role_arn
-    return annotations
-
-
-def respond(
-    request: AdmissionRequest, decision: Decision, extras: Extras | None = None
-) -> dict[str, Any]:
-    """The AdmissionReview response for one decision and what the extensions added."""
-    extras = extras or Extras()
-    response: dict[str, Any] = {"uid": request.uid}
-    audit = audit_annotations(decision)
-    if extras.denial:
+def respond(request: AdmissionRequest, answer: Answer) -> AdmissionReview:
+    """The AdmissionReview response for one answer."""
+    response: AdmissionResponse = {"uid": request.uid}
+    if answer.denial:
         # A deliberate denial by the policy or a rule: the API server rejects the Pod with it.
         response["allowed"] = False
-        response["status"] = {"code": 403, "reason": "Forbidden", "message": extras.denial}
-        audit["decision"] = "denied"
+        response["status"] = {"code": 403, "reason": "Forbidden", "message": answer.denial}
     else:
         response["allowed"] = True
-        ops = [*decision.patch, *extras.patch]
-        if ops:
-            response["patch"] = encode_patch(ops)
+        if answer.ops:
+            response["patch"] = encode_patch(answer.ops)
             response["patchType"] = "JSONPatch"
-    warnings = [*warnings_for(decision), *extras.warnings]
-    if warnings:
-        response["warnings"] = warnings
-    response["auditAnnotations"] = {**audit, **extras.audit}
-    review: dict[str, Any] = {}
+    if answer.warnings:
+        response["warnings"] = list(answer.warnings)
+    response["auditAnnotations"] = dict(answer.audit)
+    review: AdmissionReview = {}
     if request.kind:
         review["kind"] = request.kind
     if request.api_version:

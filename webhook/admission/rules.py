@@ -28,15 +28,15 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Literal
 
-from webhook.admission.mutation import (
+from webhook.admission.mutation import Decision
+from webhook.admission.patches import (
     CONTAINER_CREDENTIALS_VARS,
     REGION_VARS,
     ROLE_ARN_VARS,
     STS_VAR,
-    Decision,
-    PatchOp,
     escape_pointer,
 )
+from webhook.admission.wire import PatchOp
 from webhook.config import MutationConfig
 from webhook.errors import ConfigError
 
@@ -132,17 +132,12 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def make_request(
-    pod: Mapping[str, Any],
-    namespace: str,
-    decision: Decision,
-    annotations: Mapping[str, str],
-    config: MutationConfig,
-) -> RuleRequest:
+def make_request(pod: Mapping[str, Any], decision: Decision, config: MutationConfig) -> RuleRequest:
+    annotations = decision.entry.annotations if decision.entry is not None else {}
     return RuleRequest(
         pod=_frozen(copy.deepcopy(dict(pod))),
-        namespace=namespace,
-        service_account=decision.service_account.partition("/")[2],
+        namespace=decision.namespace,
+        service_account=decision.name,
         service_account_annotations=MappingProxyType(dict(annotations)),
         decision=decision,
         config=config,

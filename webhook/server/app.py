@@ -20,10 +20,12 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission.entries import Note
 from webhook.admission.extensions import Extensions, Extras, extend
 from webhook.admission.mutation import Decision, Jitter, decide, random_jitter
+from webhook.admission.notes import Note
 from webhook.admission.reviews import AdmissionRequest, dumps, parse_review, respond
+from webhook.admission.verdicts import Verdict, answer, verdict
+from webhook.admission.wire import LookupPath
 from webhook.certificates.serving import CertificateReloader
 from webhook.config import Config
 from webhook.errors import BadReview
@@ -78,7 +80,7 @@ async def instrument(request: web.Request, handler: Handler) -> web.StreamRespon
         log.exception("internal_error", path=request.path, method=request.method)
         response = _error(500, "internal error; see the webhook's log")
         if request.path == "/mutate":
-            request.app[WEBHOOK].metrics.admissions.labels("error", "internal_error").inc()
+            request.app[WEBHOOK].metrics.internal_error()
     if request.path == "/mutate":
         metrics = request.app[WEBHOOK].metrics
         metrics.observe_request(
@@ -87,9 +89,9 @@ async def instrument(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
-async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision, str]:
-    """The decision and the lookup path: `cache`, `informer` or `api` (arrived while the request
-    waited, compatibility 2c), or `missed`."""
+async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision, LookupPath]:
+    """The decision and how the ServiceAccount was found: `cache`, `informer` or `api`
+    (arrived while the request waited, compatibility 2c), or `missed`."""
     config = hook.config
     decision = decide(
         admission.pod,
@@ -100,13 +102,11 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
     )
     if decision.reason != "service-account-not-found":
         return decision, "cache"
-    name = decision.service_account.partition("/")[2]
     arrived = None
     # Without a namespace no watch or live GET can deliver the ServiceAccount: answer at once.
     if config.grace_period > 0 and admission.namespace:
-        arrived = await hook.store.wait_for(admission.namespace, name, config.grace_period)
+        arrived = await hook.store.wait_for(admission.namespace, decision.name, config.grace_period)
     if arrived is None:
-        hook.metrics.count_missing_service_account()
         return decision, "missed"
     decision = decide(
         admission.pod,
@@ -124,21 +124,8 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
 
 
 async def _extend(hook: Webhook, admission: AdmissionRequest, decision: Decision) -> Extras:
-    entry = hook.store.service_account(
-        admission.namespace, decision.service_account.partition("/")[2]
-    )
-    extras = await extend(
-        admission.pod,
-        admission.namespace,
-        decision,
-        hook.extensions,
-        annotations=entry.annotations if entry else {},
-        config=hook.config.mutation,
-    )
-    for violation in extras.violations:
-        hook.metrics.policy_violations.labels(violation.rule, violation.mode).inc()
+    extras = await extend(admission.pod, decision, hook.extensions, config=hook.config.mutation)
     for name, error in extras.rule_errors:
-        hook.metrics.rule_errors.labels(name).inc()
         log.error("rule_failed", rule=name, error=error, uid=admission.uid)
     return extras
 
@@ -146,32 +133,31 @@ async def _extend(hook: Webhook, admission: AdmissionRequest, decision: Decision
 def _log_admission(
     admission: AdmissionRequest,
     decision: Decision,
-    lookup: str,
-    started: float,
-    extras: Extras | None = None,
+    judged: Verdict,
+    lookup: LookupPath,
+    seconds: float,
+    extras: Extras | None,
 ) -> None:
-    outcome = "mutated" if decision.mutated or (extras and extras.patch) else "not_mutated"
     log.info(
         "admission",
         uid=admission.uid,
         namespace=admission.namespace,
         pod=admission.pod_name,
-        service_account=decision.service_account.partition("/")[2],
-        outcome="denied" if extras and extras.denial else outcome,
+        service_account=decision.name,
+        outcome=judged.outcome,
+        reason=judged.reason,
         denial=extras.denial if extras else None,
         policy_violations=[v.rule for v in extras.violations] if extras else None,
-        reason=decision.reason,
         method=decision.method,
         role_source=decision.role_source,
         lookup=lookup,
         notes=[note.code for note in decision.notes] or None,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        duration_ms=round(seconds * 1000, 3),
     )
 
 
 def _reject(hook: Webhook, status: int, message: str, started: float) -> web.Response:
-    hook.metrics.admissions.labels("rejected", "bad_request").inc()
-    hook.metrics.admission_duration.observe(time.perf_counter() - started)
+    hook.metrics.reject(time.perf_counter() - started)
     log.warning("admission_rejected", status=status, error=message)
     return _error(status, message)
 
@@ -199,21 +185,15 @@ async def mutate(request: web.Request) -> web.Response:
         decision, lookup = await _decide(hook, admission)
     except BadReview as exc:
         return _reject(hook, 400, str(exc), started)
-    hook.metrics.lookup(lookup)
-    if decision.method:
-        hook.metrics.count_pod(decision.method)
-    extras = None
-    if hook.extensions.active:
-        extras = await _extend(hook, admission, decision)
-    outcome = "mutated" if decision.mutated or (extras and extras.patch) else "not_mutated"
-    reason = decision.reason
-    if extras and extras.denial:
-        outcome, reason = "denied", "policy" if extras.violations else "rule"
-    hook.metrics.admission(outcome, reason)
-    answer = dumps(respond(admission, decision, extras))
-    hook.metrics.admission_duration.observe(time.perf_counter() - started)
-    _log_admission(admission, decision, lookup, started, extras)
-    return web.Response(body=answer, content_type="application/json")
+    extras = await _extend(hook, admission, decision) if hook.extensions.active else None
+    judged = verdict(decision, extras)
+    body = dumps(respond(admission, answer(decision, extras)))
+    seconds = time.perf_counter() - started
+    hook.metrics.record(
+        judged, method=decision.method, lookup=lookup, seconds=seconds, extras=extras
+    )
+    _log_admission(admission, decision, judged, lookup, seconds, extras)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def healthz(_: web.Request) -> web.Response:

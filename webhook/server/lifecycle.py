@@ -18,8 +18,9 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from webhook.admission.entries import Note, parse_container_credentials
+from webhook.admission.entries import parse_container_credentials
 from webhook.admission.extensions import load_extensions
+from webhook.admission.notes import Note
 from webhook.admission.policy import parse_policy
 from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck
 from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context

@@ -26,6 +26,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from webhook.admission.extensions import Extras
+from webhook.admission.verdicts import Verdict
+from webhook.admission.wire import LookupPath, Method
+
 __all__ = ["Metrics", "production_registry"]
 
 # Go's client has no `_created` series; keep the exposition close to upstream's.
@@ -225,25 +229,46 @@ class Metrics:
         children[0].observe(micros)
         children[1].observe(micros)
 
-    def count_pod(self, method: str) -> None:
-        self._upstream.pods[method] += 1
+    def record(
+        self,
+        judged: Verdict,
+        *,
+        method: Method | None,
+        lookup: LookupPath,
+        seconds: float,
+        extras: Extras | None = None,
+    ) -> None:
+        """Everything one answered admission counts, with children resolved once per label."""
+        self._child(self._lookup_children, self.lookups, lookup).inc()
+        if lookup == "missed":
+            self._upstream.missing_service_accounts += 1
+        if method is not None:
+            self._upstream.pods[method] += 1
+        if extras is not None:
+            for violation in extras.violations:
+                self.policy_violations.labels(violation.rule, violation.mode).inc()
+            for name, _ in extras.rule_errors:
+                self.rule_errors.labels(name).inc()
+        key = (judged.outcome, judged.reason)
+        self._child(self._admission_children, self.admissions, *key).inc()
+        self.admission_duration.observe(seconds)
 
-    def count_missing_service_account(self) -> None:
-        self._upstream.missing_service_accounts += 1
+    def reject(self, seconds: float) -> None:
+        """A request that was not an admission we could answer (HTTP 4xx)."""
+        self._child(self._admission_children, self.admissions, "rejected", "bad_request").inc()
+        self.admission_duration.observe(seconds)
 
-    def admission(self, outcome: str, reason: str) -> None:
-        child = self._admission_children.get((outcome, reason))
+    def internal_error(self) -> None:
+        self._child(self._admission_children, self.admissions, "error", "internal_error").inc()
+
+    @staticmethod
+    def _child(cache: dict[Any, Any], family: Any, *labels: str) -> Any:
+        # labels() costs a lock and a lookup; resolve each combination once.
+        key = labels if len(labels) > 1 else labels[0]
+        child = cache.get(key)
         if child is None:
-            child = self._admission_children[(outcome, reason)] = self.admissions.labels(
-                outcome, reason
-            )
-        child.inc()
-
-    def lookup(self, path: str) -> None:
-        child = self._lookup_children.get(path)
-        if child is None:
-            child = self._lookup_children[path] = self.lookups.labels(path)
-        child.inc()
+            child = cache[key] = family.labels(*labels)
+        return child
 
 
 def production_registry() -> CollectorRegistry:

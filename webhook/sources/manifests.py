@@ -18,12 +18,12 @@ from webhook.admission.entries import (
     CONFIG_MAP_KEY,
     CONFIG_MAP_NAME,
     ConfigMapEntry,
-    Note,
     ServiceAccountEntry,
     parse_config_map,
     parse_container_credentials,
     parse_service_account,
 )
+from webhook.admission.notes import Note
 from webhook.config import MutationConfig
 from webhook.errors import InputError
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from webhook.admission.entries import ConfigMapEntry, ServiceAccountEntry, parse_service_account
+from webhook.admission.wire import LookupPath
 from webhook.config import MutationConfig
 
 __all__ = ["Store"]
 
 MissHook = Callable[[str, str], None]
+Arrival = Literal["informer", "api", ""]
+"""How a waited-for ServiceAccount arrived; empty: the API server says it does not exist."""
 
 
 class Store:
@@ -32,7 +35,7 @@ class Store:
         self._service_accounts: dict[str, ServiceAccountEntry] = {}
         self._config_map: dict[str, ConfigMapEntry] = {}
         self._identities: frozenset[tuple[str, str]] = frozenset()
-        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Arrival]]] = {}
         self.on_miss: MissHook | None = None
         """Called once per waited key, e.g. to start a live GET (deduplicated by the hook)."""
         self.service_accounts_synced = False
@@ -60,7 +63,7 @@ class Store:
     def __len__(self) -> int:
         return len(self._service_accounts)
 
-    def put_entry(self, key: str, entry: ServiceAccountEntry, *, via: str = "informer") -> None:
+    def put_entry(self, key: str, entry: ServiceAccountEntry, *, via: Arrival = "informer") -> None:
         """Store a parsed entry under `namespace/name` and wake whoever waits for it."""
         self._service_accounts[key] = entry
         self.ever_populated = True
@@ -115,7 +118,7 @@ class Store:
 
     # waiting ----------------------------------------------------------------------------------
 
-    async def wait_for(self, namespace: str, name: str, within: float) -> str | None:
+    async def wait_for(self, namespace: str, name: str, within: float) -> LookupPath | None:
         """Wait up to `within` seconds for the ServiceAccount.
 
         Returns how it arrived (`informer` or `api`), `cache` if it was already there, or None
@@ -124,7 +127,7 @@ class Store:
         key = f"{namespace}/{name}"
         if key in self._service_accounts:
             return "cache"
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Arrival] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(key, [])
         first = not waiters
         waiters.append(future)

@@ -1,0 +1,50 @@
+"""Pure. Notes: the explained decisions and problems the core returns instead of logging.
+
+Each note has a stable code (for logs, metrics and tests) and one short sentence for humans.
+Some codes also become kubectl warnings; the rest only reach the log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["WARNED", "Note", "NoteCode"]
+
+NoteCode = Literal[
+    "config-map-entry-skipped",
+    "config-map-ignored",
+    "config-map-invalid",
+    "container-skipped",
+    "expiration-clamped",
+    "expiration-jittered",
+    "invalid-annotation",
+    "invalid-role-arn",
+    "namespace-missing",
+    "object-ignored",
+    "service-account-late",
+    "service-account-not-found",
+    "variables-present",
+]
+
+#: Notes that deserve a kubectl warning; the others (jitter, skipped entries) only reach logs.
+WARNED: frozenset[NoteCode] = frozenset(
+    {
+        "service-account-not-found",
+        "service-account-late",
+        "namespace-missing",
+        "expiration-clamped",
+        "container-skipped",
+        "variables-present",
+        "invalid-annotation",
+        "invalid-role-arn",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One explained decision or problem: a stable code and a short human sentence."""
+
+    code: NoteCode
+    message: str
