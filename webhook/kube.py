@@ -12,45 +12,27 @@ entries in those threads too, so the admission path never waits behind a big lis
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from webhook.admission.entries import (
-    CONFIG_MAP_KEY,
-    CONFIG_MAP_NAME,
-    ServiceAccountEntry,
-    parse_config_map,
-    parse_service_account,
-)
-from webhook.config import Config, MutationConfig
+from webhook.config import Config
 from webhook.errors import ApiError, ConfigError, WatchExpired
-from webhook.sources.store import Store
 
-__all__ = [
-    "Api",
-    "ApiError",
-    "Fetcher",
-    "Kubernetes",
-    "Reflector",
-    "client_configuration",
-    "start_kubernetes",
-]
+__all__ = ["Api", "Listing", "Reflector", "client_configuration"]
 
 log = structlog.get_logger("webhook.kube")
 
 LIST_PAGE_SIZE = 500
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
-FETCH_RATE, FETCH_BURST, FETCH_TIMEOUT = 10.0, 20, 1.0  # upstream's fallback limits
+FETCH_TIMEOUT = 1.0  # a live GET on the admission path: upstream's fallback timeout
 
 
 def client_configuration(config: Config) -> Any:
@@ -94,6 +76,9 @@ class Api:
         from kubernetes import client
 
         self._client = client.ApiClient(settings)
+        self._watches: set[Any] = set()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def _request(
         self,
@@ -171,6 +156,11 @@ class Api:
         import urllib3
 
         response = self._request(path, params, (10.0, seconds + 30.0))
+        with self._lock:
+            if self._closed:  # closed while the watch was being opened
+                response.release_conn()
+                raise ApiError(0, "the API client is closed")
+            self._watches.add(response)
         buffer = b""
         try:
             for chunk in response.stream(65536, decode_content=True):
@@ -182,7 +172,19 @@ class Api:
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # a broken or stalled stream
             raise ApiError(0, f"watch interrupted: {exc}") from None
         finally:
+            with self._lock:
+                self._watches.discard(response)
             response.release_conn()
+
+    def close_watches(self) -> None:
+        """End every open watch now and refuse new ones (from any thread): their readers see
+        an error and stop."""
+        with self._lock:
+            self._closed = True
+            open_watches = list(self._watches)
+        for response in open_watches:
+            with contextlib.suppress(Exception):  # already closed by its reader
+                response.shutdown()
 
 
 class Listing:
@@ -308,227 +310,3 @@ class Reflector:
                 if kind != "BOOKMARK":
                     self.on_event(kind, obj)
             self.healthy = True  # the server ended the watch window normally
-
-
-class _TokenBucket:
-    """`rate` tokens a second, at most `burst` saved: bounds live GETs under a miss storm."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate, self._burst = rate, float(burst)
-        self._tokens, self._stamp = float(burst), time.monotonic()
-
-    async def take(self) -> None:
-        while True:
-            now = time.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return
-            await asyncio.sleep((1 - self._tokens) / self._rate)
-
-
-class Fetcher:
-    """Live GET of a ServiceAccount the cache does not have yet (compatibility 2c).
-
-    One request per key at a time, rate-limited, with a timeout, run in a thread. A failed GET
-    is forgotten, so the next miss for that key tries again (upstream never retried).
-    """
-
-    def __init__(
-        self,
-        api: Api,
-        store: Store,
-        config: MutationConfig,
-        *,
-        rate: float = FETCH_RATE,
-        burst: int = FETCH_BURST,
-        on_result: Callable[[str], None] | None = None,
-    ) -> None:
-        self._api, self._store, self._config = api, store, config
-        self._bucket = _TokenBucket(rate, burst)
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._on_result = on_result
-
-    def __call__(self, namespace: str, name: str) -> None:
-        key = f"{namespace}/{name}"
-        if key not in self._in_flight:
-            self._in_flight[key] = asyncio.get_running_loop().create_task(
-                self._fetch(namespace, name)
-            )
-
-    async def _fetch(self, namespace: str, name: str) -> None:
-        key = f"{namespace}/{name}"
-        result = "error"
-        try:
-            await self._bucket.take()
-            path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"
-            obj = await asyncio.wait_for(
-                asyncio.to_thread(self._api.get, path), FETCH_TIMEOUT + 0.5
-            )
-            if obj is None:
-                result = "not_found"
-                self._store.not_found(key)
-            else:
-                self._store.put_entry(key, _entry(obj, self._config), via="api")
-                result = "found"
-        except (ApiError, OSError, TimeoutError) as exc:
-            log.warning(
-                "service_account_fetch_failed", service_account=key, error=str(exc) or "timeout"
-            )
-        finally:
-            del self._in_flight[key]
-            if self._on_result is not None:
-                self._on_result(result)
-
-    async def close(self) -> None:
-        for task in list(self._in_flight.values()):
-            task.cancel()
-        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
-
-
-def _entry(obj: Mapping[str, Any], config: MutationConfig) -> ServiceAccountEntry:
-    annotations = _metadata(obj).get("annotations")
-    prefix = config.annotation_prefix + "/"
-    kept = (
-        {k: v for k, v in annotations.items() if k.startswith(prefix)}
-        if isinstance(annotations, dict)
-        else {}
-    )
-    return parse_service_account(kept, config)
-
-
-def _key(obj: Mapping[str, Any]) -> str | None:
-    metadata = _metadata(obj)
-    namespace, name = metadata.get("namespace"), metadata.get("name")
-    if not isinstance(namespace, str) or not isinstance(name, str):
-        return None
-    return f"{namespace}/{name}"
-
-
-class Kubernetes:
-    """The ServiceAccount reflector, the optional ConfigMap reflector and the live fetcher."""
-
-    def __init__(
-        self,
-        api: Api,
-        store: Store,
-        config: Config,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        on_error: Callable[[str], None] | None = None,
-        on_fetch: Callable[[str], None] | None = None,
-    ) -> None:
-        self.api, self._store, self._config, self._loop = api, store, config, loop
-        self._stop = threading.Event()
-        watch_seconds = max(1, int(config.resync_period) or 60)
-        mutation = config.mutation
-
-        def listed(items: Iterable[Any]) -> None:
-            entries = {}
-            for obj in items:
-                key = _key(obj) if isinstance(obj, dict) else None
-                if key is not None:
-                    entries[key] = _entry(obj, mutation)
-            self._call(store.replace_entries, entries)
-
-        def changed(kind: str, obj: dict[str, Any]) -> None:
-            key = _key(obj)
-            if key is None:
-                log.warning("malformed_event", source="serviceaccounts", detail=str(obj)[:200])
-            elif kind == "DELETED":
-                self._call(store.delete_entry, key)
-            else:
-                self._call(store.put_entry, key, _entry(obj, mutation))
-
-        self._reflectors = [
-            Reflector(
-                api,
-                "/api/v1/serviceaccounts",
-                {},
-                listed,
-                changed,
-                watch_seconds,
-                "serviceaccounts",
-                self._stop,
-                on_error,
-            )
-        ]
-        if config.watch_config_map:
-            store.config_map_synced = False
-            self._reflectors.append(
-                Reflector(
-                    api,
-                    f"/api/v1/namespaces/{config.namespace}/configmaps",
-                    {"fieldSelector": f"metadata.name={CONFIG_MAP_NAME}"},
-                    self._config_map_listed,
-                    self._config_map_changed,
-                    watch_seconds,
-                    "configmap",
-                    self._stop,
-                    on_error,
-                )
-            )
-        self.fetcher = Fetcher(api, store, mutation, on_result=on_fetch)
-        store.on_miss = self.fetcher
-        self._threads: list[threading.Thread] = []
-
-    def _call(self, function: Callable[..., None], *args: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(function, *args)
-        except RuntimeError:  # the loop is closed: we are shutting down
-            self._stop.set()
-
-    def _apply_config_map(self, obj: Mapping[str, Any] | None) -> None:
-        if obj is None:
-            self._call(self._store.set_config_map, {})  # deleted: drop its entries (2d)
-        else:
-            data = obj.get("data")
-            text = data.get(CONFIG_MAP_KEY) if isinstance(data, dict) else None
-            entries, notes = parse_config_map(
-                text if isinstance(text, str) else None, self._config.mutation
-            )
-            for note in notes:
-                log.warning(note.code, detail=note.message)
-            if entries is not None:
-                self._call(self._store.set_config_map, entries)
-        self._call(setattr, self._store, "config_map_synced", True)
-
-    def _config_map_listed(self, items: Iterable[Any]) -> None:
-        found = [
-            o for o in items if isinstance(o, dict) and _metadata(o).get("name") == CONFIG_MAP_NAME
-        ]
-        self._apply_config_map(found[0] if found else None)
-
-    def _config_map_changed(self, kind: str, obj: dict[str, Any]) -> None:
-        if _metadata(obj).get("name") == CONFIG_MAP_NAME:
-            self._apply_config_map(None if kind == "DELETED" else obj)
-
-    def start(self) -> None:
-        for reflector in self._reflectors:
-            thread = threading.Thread(
-                target=reflector.run, name=f"reflector-{reflector.name}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    async def close(self) -> None:
-        self._stop.set()
-        await self.fetcher.close()
-        # Threads notice the flag at their next event or watch timeout; they are daemons, so a
-        # watch that is still open does not hold up the exit.
-
-
-def start_kubernetes(
-    config: Config,
-    store: Store,
-    loop: asyncio.AbstractEventLoop,
-    *,
-    on_error: Callable[[str], None] | None = None,
-    on_fetch: Callable[[str], None] | None = None,
-) -> Kubernetes:
-    """Connect with the configured credentials and start the reflectors."""
-    api = Api(client_configuration(config))
-    kubernetes = Kubernetes(api, store, config, loop, on_error=on_error, on_fetch=on_fetch)
-    kubernetes.start()
-    return kubernetes

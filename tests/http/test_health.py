@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.http.conftest import CertFiles, MakeHarness
 from webhook.certificates.serving import CertificateReloader, server_context
+from webhook.server.lifecycle import background
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -89,3 +92,44 @@ async def test_healthz_and_readyz_are_not_on_the_metrics_port(make_harness: Make
 
     assert (await harness.metrics_client.get("/healthz")).status == 404
     assert (await harness.metrics_client.get("/readyz")).status == 404
+
+
+async def test_a_background_loop_that_dies_is_logged_and_named_on_readyz(
+    make_harness: MakeHarness,
+):
+    harness = await make_harness()
+
+    async def broken() -> None:
+        raise RuntimeError("disk on fire")
+
+    with capture_logs() as logs:
+        async with background(harness.hook, "certificate-reload", broken):
+            for _ in range(100):
+                if harness.hook.stopped_tasks:
+                    break
+                await asyncio.sleep(0.01)
+            response = await harness.client.get("/readyz")
+
+    assert response.status == 503
+    assert "background task certificate-reload stopped" in await response.text()
+    (died,) = [entry for entry in logs if entry["event"] == "background_task_died"]
+    assert (died["task"], died["log_level"]) == ("certificate-reload", "error")
+
+
+async def test_a_background_loop_is_cancelled_and_awaited_when_its_block_ends(
+    make_harness: MakeHarness,
+):
+    harness = await make_harness()
+    finished = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            finished.set()
+
+    async with background(harness.hook, "poll", forever):
+        await asyncio.sleep(0)
+    assert finished.is_set()
+    assert harness.hook.stopped_tasks == set()
+    assert (await harness.client.get("/readyz")).status == 200

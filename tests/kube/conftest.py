@@ -17,9 +17,9 @@ from tests.kube.fakeapi import FakeApi
 from tests.kube.helpers import make_review
 from webhook import kube
 from webhook.config import Config
-from webhook.kube import Kubernetes, start_kubernetes
 from webhook.server.app import Webhook, make_webhook_app
 from webhook.server.metrics import Metrics
+from webhook.sources.informers import Informers, start_informers
 from webhook.sources.store import Store
 
 
@@ -46,7 +46,7 @@ class Running:
 
     config: Config
     store: Store
-    kubernetes: Kubernetes
+    kubernetes: Informers
     metrics: Metrics
     errors: list[str]
     fetches: list[str]
@@ -55,7 +55,7 @@ class Running:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
     def threads_alive(self) -> bool:
-        return all(thread.is_alive() for thread in self.kubernetes._threads)
+        return self.kubernetes.running
 
 
 Start = Callable[..., Running]
@@ -63,7 +63,7 @@ Start = Callable[..., Running]
 
 @pytest.fixture
 async def start(fake: FakeApi) -> AsyncIterator[Start]:
-    """`start(**config)`: start_kubernetes against the fake (Config fields as keywords)."""
+    """`start(**config)`: start_informers against the fake (Config fields as keywords)."""
     started: list[Running] = []
 
     def run(**given: Any) -> Running:
@@ -83,7 +83,7 @@ async def start(fake: FakeApi) -> AsyncIterator[Start]:
             fetches.append(result)
             metrics.fetches.labels(result).inc()
 
-        kubernetes = start_kubernetes(
+        kubernetes = start_informers(
             config, store, asyncio.get_running_loop(), on_error=on_error, on_fetch=on_fetch
         )
         running = Running(config, store, kubernetes, metrics, errors, fetches)
@@ -93,15 +93,7 @@ async def start(fake: FakeApi) -> AsyncIterator[Start]:
     yield run
     for running in started:
         await running.kubernetes.close()
-    # A reflector leaves a watch only when it ends; end them until every thread has stopped.
-    for running in started:
-        for thread in running.kubernetes._threads:
-            for _ in range(100):
-                fake.end_watches()
-                await asyncio.to_thread(thread.join, 0.05)
-                if not thread.is_alive():
-                    break
-            assert not thread.is_alive(), f"{thread.name} did not stop"
+        assert running.kubernetes.stopped, "close() returned with reflector threads running"
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@
 A ConfigMap volume holds `..2026_x/identities.json`, a `..data -> ..2026_x` symlink and a
 `identities.json -> ..data/identities.json` symlink; kubelet updates it by writing a new
 timestamped directory and renaming a new symlink over `..data`, so the file the webhook opens
-never changes in place. These tests drive the server's own wiring (`_file_sources`).
+never changes in place. These tests drive the server's own wiring (`file_sources`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.kube.helpers import eventually
 from webhook.config import Config
-from webhook.server.lifecycle import _file_sources, _identities_apply
 from webhook.server.metrics import Metrics
-from webhook.sources.files import PolledFile
+from webhook.sources.files import PolledFile, file_sources, identities_apply
 from webhook.sources.store import Store
 
 pytestmark = pytest.mark.timeout(20)
@@ -66,7 +65,7 @@ class Watched:
         self.store = Store(Config().mutation)
         self.metrics = Metrics(CollectorRegistry())
         config = Config(container_credentials_file=str(self.volume.path))
-        [self.file] = _file_sources(config, self.store, self.metrics)
+        [self.file] = file_sources(config, self.store, self.metrics.source_reloads_counter)
 
     def reloads(self, result: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -170,7 +169,7 @@ def test_a_plain_file_replaced_by_rename_is_picked_up(tmp_path: Path):
     path.write_text(document(("default", "app")))
     store = Store(Config().mutation)
     errors: list[Exception] = []
-    file = PolledFile(str(path), _identities_apply(store), on_error=errors.append)
+    file = PolledFile(str(path), identities_apply(store), on_error=errors.append)
     file.load()
 
     replacement = tmp_path / "new.json"
@@ -188,7 +187,7 @@ async def test_the_poll_loop_applies_a_swap_without_being_asked(tmp_path: Path):
     store = Store(Config().mutation)
     errors: list[Exception] = []
     file = PolledFile(
-        str(volume.path), _identities_apply(store), on_error=errors.append, interval=0.01
+        str(volume.path), identities_apply(store), on_error=errors.append, interval=0.01
     )
     file.load()
     task = asyncio.create_task(file.run())

@@ -395,10 +395,7 @@ async def test_an_api_server_unreachable_at_start_is_retried_until_it_answers(st
         assert role_of(running, "default/a") == ROLE
     finally:
         await running.kubernetes.close()
-        for thread in running.kubernetes._threads:
-            while thread.is_alive():
-                late.end_watches()
-                await asyncio.to_thread(thread.join, 0.05)
+        assert running.kubernetes.stopped
         await late.close()
 
 

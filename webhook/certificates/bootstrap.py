@@ -13,10 +13,12 @@ Pod through failurePolicy) and reports a mismatch on /readyz and as a metric.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +32,7 @@ from webhook.certs import ca_bundle, make_ca, make_serving_cert, service_dns_nam
 from webhook.errors import ApiError
 from webhook.kube import Api
 
-__all__ = ["Bootstrap", "CaBundleCheck", "needs_renewal", "trusts"]
+__all__ = ["Bootstrap", "CaBundleCheck", "CaBundleWatch", "needs_renewal", "trusts"]
 
 log = structlog.get_logger("webhook.certificates.bootstrap")
 
@@ -225,3 +227,44 @@ class Bootstrap:
         )
         log.info("ca_bundle_updated", configuration=self.configuration, webhooks=len(patch))
         return True
+
+
+class CaBundleWatch:
+    """Rotate the bootstrapped pair when due, keep the caBundle in step and say whether it
+    trusts the served certificate; every 30 s, or every --resync-period when that is shorter."""
+
+    def __init__(
+        self,
+        check: CaBundleCheck,
+        *,
+        served: Path,
+        bootstrap: Bootstrap | None,
+        on_rotated: Callable[[], object],
+        on_result: Callable[[bool], None],
+        interval: float,
+    ) -> None:
+        self.check, self.served, self.bootstrap = check, served, bootstrap
+        self._on_rotated, self._on_result = on_rotated, on_result
+        self.interval = max(1.0, min(30.0, interval))
+        self.trusted: bool | None = None
+
+    def once(self) -> None:
+        """One round, in a thread: it calls the API server and reads files."""
+        if self.bootstrap is not None:
+            if self.bootstrap.ensure_pair():
+                self._on_rotated()
+            self.bootstrap.reconcile_ca_bundle()
+        trusted = self.check.trusted(self.served.read_bytes())
+        if trusted != self.trusted:
+            event = "ca_bundle_trusted" if trusted else "ca_bundle_mismatch"
+            (log.info if trusted else log.error)(event, configuration=self.check.configuration)
+        self.trusted = trusted
+        self._on_result(trusted)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.once)
+            except (ApiError, OSError) as exc:
+                log.warning("ca_bundle_check_failed", error=str(exc))
+            await asyncio.sleep(self.interval)

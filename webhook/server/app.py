@@ -54,11 +54,18 @@ class Webhook:
     """The role policy and extension rules; replaced when the policy file changes."""
     ca_bundle_trusted: bool | None = None
     """Whether the registered caBundle trusts the served certificate; None: not checked."""
+    stopped_tasks: set[str] = field(default_factory=set)
+    """Background loops that died (certificate reload, file polls, caBundle watch)."""
 
     @property
     def ready(self) -> bool:
         certificates_loaded = self.certificates is None or self.certificates.current is not None
-        return certificates_loaded and self.store.ready and self.ca_bundle_trusted is not False
+        return (
+            certificates_loaded
+            and self.store.ready
+            and self.ca_bundle_trusted is not False
+            and not self.stopped_tasks
+        )
 
 
 WEBHOOK = web.AppKey("webhook", Webhook)
@@ -216,6 +223,7 @@ async def readyz(request: web.Request) -> web.Response:
             f"the caBundle of {hook.config.webhook_configuration} does not trust the served "
             "certificate"
         )
+    missing.extend(f"background task {name} stopped" for name in sorted(hook.stopped_tasks))
     return web.Response(status=503, text="not ready: " + ", ".join(missing))
 
 

@@ -12,35 +12,32 @@ import contextlib
 import dataclasses
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from ssl import SSLContext
 
 import structlog
 from aiohttp import web
 
-from webhook.admission.entries import parse_container_credentials
 from webhook.admission.extensions import load_extensions
-from webhook.admission.notes import Note
 from webhook.admission.policy import parse_policy
-from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck
+from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck, CaBundleWatch
 from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
 from webhook.certs import names_cover, subject_alt_names
 from webhook.config import Config
-from webhook.errors import ApiError, ConfigError, InputError, WebhookError
+from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition
-from webhook.kube import Api, client_configuration, start_kubernetes
+from webhook.kube import Api, client_configuration
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
 from webhook.server.metrics import Metrics, production_registry
-from webhook.sources.files import PolledFile
-from webhook.sources.manifests import StaticSources, load_documents, service_account_objects
+from webhook.sources.files import PolledFile, file_sources
+from webhook.sources.informers import start_informers
 from webhook.sources.store import Store
 
 __all__ = ["serve"]
 
 SHUTDOWN_TIMEOUT = 10.0
 log = structlog.get_logger("webhook")
-
-Apply = Callable[[str | None], None]
 
 
 def _report_certificate(
@@ -64,108 +61,6 @@ def _report_certificate(
     return report
 
 
-def _service_accounts_apply(store: Store, paths: tuple[str, ...]) -> dict[str, Apply]:
-    """One apply per --service-accounts file; any change re-lists the union of all files."""
-    loaded: dict[str, list[tuple[str, str, dict[str, object]]]] = {}
-
-    def for_path(path: str) -> Apply:
-        def apply(text: str | None) -> None:
-            if text is None:
-                raise ValueError(f"{path} does not exist")
-            notes: list[Note] = []
-            try:
-                loaded[path] = service_account_objects(load_documents(text, path), notes)
-            except InputError as exc:
-                raise ValueError(str(exc)) from None
-            for note in notes:
-                log.warning(note.code, detail=note.message)
-            if len(loaded) == len(paths):
-                store.replace_service_accounts(item for items in loaded.values() for item in items)
-
-        return apply
-
-    return {path: for_path(path) for path in paths}
-
-
-def _config_map_apply(store: Store, config: Config) -> Apply:
-    store.config_map_synced = False
-
-    def apply(text: str | None) -> None:
-        if text is None:
-            store.set_config_map({})  # a deleted ConfigMap removes its entries (2d)
-        else:
-            documents = [d for d in load_documents(text, config.config_map_file) if d is not None]
-            if len(documents) != 1:
-                raise ValueError(f"{config.config_map_file}: expected one ConfigMap")
-            scratch = StaticSources()
-            try:
-                scratch.set_config_map(
-                    documents[0], namespace=config.namespace, config=config.mutation
-                )
-            except InputError as exc:
-                raise ValueError(str(exc)) from None
-            for note in scratch.notes:
-                log.warning(note.code, detail=note.message)
-            store.set_config_map(scratch.config_map)
-        store.config_map_synced = True
-
-    return apply
-
-
-def _identities_apply(store: Store) -> Apply:
-    def apply(text: str | None) -> None:
-        # Upstream: a missing or empty file clears the identities; a bad one keeps them.
-        store.set_identities(parse_container_credentials(text or ""))
-
-    return apply
-
-
-def _file_sources(config: Config, store: Store, metrics: Metrics) -> list[PolledFile]:
-    """The file-fed sources, loaded now (a bad file is fatal at start-up) and polled later."""
-    applies: dict[str, tuple[str, Apply]] = {}
-    if config.service_accounts_files:
-        paths = tuple(dict.fromkeys(config.service_accounts_files))
-        for path, apply in _service_accounts_apply(store, paths).items():
-            applies[path] = ("service-accounts", apply)
-        if config.watch_config_map and not config.config_map_file:
-            raise ConfigError(
-                "--watch-config-map with --service-accounts needs --config-map FILE "
-                "(the ConfigMap is read from the cluster only when ServiceAccounts are)"
-            )
-    if config.watch_config_map and config.config_map_file:
-        applies[config.config_map_file] = ("config-map", _config_map_apply(store, config))
-    if config.container_credentials_file:
-        applies[config.container_credentials_file] = (
-            "container-credentials",
-            _identities_apply(store),
-        )
-
-    polled = []
-    for path, (source, apply) in applies.items():
-
-        def tracked(text: str | None, source: str = source, apply: Apply = apply) -> None:
-            apply(text)
-            metrics.source_reloads.labels(source, "success").inc()
-            log.info("source_loaded", source=source, present=text is not None)
-
-        def failed(error: Exception, source: str = source) -> None:
-            metrics.source_reloads.labels(source, "error").inc()
-            log.error(
-                "source_reload_failed",
-                source=source,
-                error=str(error),
-                action="kept the previous content",
-            )
-
-        file = PolledFile(path, tracked, on_error=failed)
-        try:
-            file.load()
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load {path}: {exc}") from None
-        polled.append(file)
-    return polled
-
-
 def _policy_file(path: str, hook: Webhook, metrics: Metrics) -> PolledFile:
     """The policy is reloaded like the other files; a bad new one keeps the old in force."""
 
@@ -187,87 +82,70 @@ def _policy_file(path: str, hook: Webhook, metrics: Metrics) -> PolledFile:
 
 
 async def serve(config: Config) -> int:
-    """Run until a signal; returns the exit status. Raises ConfigError on bad start-up input."""
-    if config.mutation.compose_role_arn:
-        account, partition = await asyncio.to_thread(account_and_partition)
-        mutation = dataclasses.replace(config.mutation, account_id=account, partition=partition)
-        config = dataclasses.replace(config, mutation=mutation)
+    """Run until a signal; returns the exit status. Raises ConfigError on bad start-up input.
+
+    Every resource goes on the exit stack the moment it exists, so a start-up step that fails
+    (a bad policy file, a port in use) still stops whatever was started before it, in reverse
+    order: the listeners first (in-flight requests finish), then the loops, then the watches.
+    """
+    config = await _with_instance_account(config)
     store = Store(config.mutation)
     metrics = Metrics(production_registry())
     metrics.watch_store(store)
-    context = server_context(config.tls_min_version, config.tls_cipher_suites)
-    api = None
-    bootstrap = None
-    if config.cert_bootstrap or config.webhook_configuration:
-        api = Api(client_configuration(config))
-    if config.cert_bootstrap and api is not None:
-        bootstrap = Bootstrap(
-            api,
-            namespace=config.namespace,
-            secret=config.tls_secret,
-            service=config.service_name,
-            configuration=config.webhook_configuration,
-            validity_days=config.cert_validity_days,
-            extra_names=config.cert_extra_names,
+    async with contextlib.AsyncExitStack() as stack:
+        api = None
+        if config.cert_bootstrap or config.webhook_configuration:
+            api = Api(client_configuration(config))
+        bootstrap = await _bootstrap(config, api) if api is not None else None
+        if bootstrap is not None:
+            config = dataclasses.replace(
+                config, tls_cert=str(bootstrap.cert_path), tls_key=str(bootstrap.key_path)
+            )
+        context = server_context(config.tls_min_version, config.tls_cipher_suites)
+        certificates = CertificateReloader(
+            context, config.tls_cert, config.tls_key, on_reload=_report_certificate(metrics)
         )
-        try:
-            await asyncio.to_thread(bootstrap.ensure_pair)
-        except ApiError as exc:
-            raise ConfigError(
-                f"--cert-bootstrap: cannot prepare Secret {config.tls_secret}: {exc}"
-            ) from None
-        config = dataclasses.replace(
-            config, tls_cert=str(bootstrap.cert_path), tls_key=str(bootstrap.key_path)
+        loaded = certificates.load()
+        metrics.certificate_expiry.set(loaded.not_after.timestamp())
+        _check_certificate_names(config)
+        polled = file_sources(config, store, metrics.source_reloads_counter)
+        if not config.service_accounts_files:
+            informers = start_informers(
+                config,
+                store,
+                asyncio.get_running_loop(),
+                on_error=lambda source: metrics.api_errors.labels(source).inc(),
+                on_fetch=lambda result: metrics.fetches.labels(result).inc(),
+            )
+            stack.push_async_callback(informers.close)
+        extensions = load_extensions(
+            config.policy_file,
+            config.rules,
+            rule_timeout=config.rule_timeout,
+            failure_policy=config.rule_failure_policy,
         )
-    certificates = CertificateReloader(
-        context, config.tls_cert, config.tls_key, on_reload=_report_certificate(metrics)
-    )
-    loaded = certificates.load()
-    metrics.certificate_expiry.set(loaded.not_after.timestamp())
-    _check_certificate_names(config)
-    polled = _file_sources(config, store, metrics)
-    kubernetes = None
-    if not config.service_accounts_files:
-        kubernetes = start_kubernetes(
-            config,
-            store,
-            asyncio.get_running_loop(),
-            on_error=lambda source: metrics.api_errors.labels(source).inc(),
-            on_fetch=lambda result: metrics.fetches.labels(result).inc(),
+        hook = Webhook(
+            config=config,
+            store=store,
+            metrics=metrics,
+            certificates=certificates,
+            extensions=extensions,
         )
-    extensions = load_extensions(
-        config.policy_file,
-        config.rules,
-        rule_timeout=config.rule_timeout,
-        failure_policy=config.rule_failure_policy,
-    )
-    hook = Webhook(
-        config=config,
-        store=store,
-        metrics=metrics,
-        certificates=certificates,
-        extensions=extensions,
-    )
-    if config.policy_file:
-        polled.append(_policy_file(config.policy_file, hook, metrics))
+        if config.policy_file:
+            polled.append(_policy_file(config.policy_file, hook, metrics))
 
-    runners = [
-        web.AppRunner(make_webhook_app(hook), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT),
-        web.AppRunner(make_metrics_app(hook), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT),
-    ]
-    tasks = [asyncio.create_task(certificates.run())]
-    if api is not None:
-        tasks.append(asyncio.create_task(_watch_ca_bundle(hook, api, bootstrap, certificates)))
-    tasks += [asyncio.create_task(file.run()) for file in polled]
-    stop = asyncio.Event()
-    _install_signal_handlers(stop)
-    try:
-        for runner in runners:
-            await runner.setup()
-        await web.TCPSite(
-            runners[0], port=config.port, ssl_context=context, reuse_address=True
-        ).start()
-        await web.TCPSite(runners[1], port=config.metrics_port, reuse_address=True).start()
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("certificate-reload", certificates.run)
+        ]
+        loops += [(f"poll {file.path}", file.run) for file in polled]
+        if api is not None:
+            loops.append(("ca-bundle-watch", _ca_bundle_watch(hook, api, bootstrap).run))
+        for name, run in loops:
+            await stack.enter_async_context(background(hook, name, run))
+        stop = asyncio.Event()
+        stack.callback(_install_signal_handlers(stop))
+        await _listen(stack, make_webhook_app(hook), config.port, context)
+        await _listen(stack, make_metrics_app(hook), config.metrics_port, None)
         log.info(
             "started",
             port=config.port,
@@ -280,18 +158,93 @@ async def serve(config: Config) -> int:
         )
         await stop.wait()
         log.info("shutting_down", timeout_seconds=SHUTDOWN_TIMEOUT)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for runner in runners:
-            await runner.cleanup()
-        if kubernetes is not None:
-            await kubernetes.close()
     log.info("stopped")
     return 0
+
+
+@contextlib.asynccontextmanager
+async def background(
+    hook: Webhook, name: str, run: Callable[[], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """Run a loop for as long as the block lasts, then cancel and await it. A loop that dies
+    is logged with its traceback and named on /readyz, instead of vanishing until shutdown."""
+
+    async def supervised() -> None:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background_task_died", task=name)
+            hook.stopped_tasks.add(name)
+        else:
+            log.error("background_task_returned", task=name)
+            hook.stopped_tasks.add(name)
+
+    task = asyncio.create_task(supervised(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _listen(
+    stack: contextlib.AsyncExitStack, app: web.Application, port: int, ssl: SSLContext | None
+) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, port=port, ssl_context=ssl, reuse_address=True).start()
+
+
+async def _with_instance_account(config: Config) -> Config:
+    """--compose-role-arn: the account and partition of this EC2 instance, read once."""
+    if not config.mutation.compose_role_arn:
+        return config
+    account, partition = await asyncio.to_thread(account_and_partition)
+    mutation = dataclasses.replace(config.mutation, account_id=account, partition=partition)
+    return dataclasses.replace(config, mutation=mutation)
+
+
+async def _bootstrap(config: Config, api: Api) -> Bootstrap | None:
+    """--cert-bootstrap: the Secret-held pair, created or read before anything is served."""
+    if not config.cert_bootstrap:
+        return None
+    bootstrap = Bootstrap(
+        api,
+        namespace=config.namespace,
+        secret=config.tls_secret,
+        service=config.service_name,
+        configuration=config.webhook_configuration,
+        validity_days=config.cert_validity_days,
+        extra_names=config.cert_extra_names,
+    )
+    try:
+        await asyncio.to_thread(bootstrap.ensure_pair)
+    except ApiError as exc:
+        raise ConfigError(
+            f"--cert-bootstrap: cannot prepare Secret {config.tls_secret}: {exc}"
+        ) from None
+    return bootstrap
+
+
+def _ca_bundle_watch(hook: Webhook, api: Api, bootstrap: Bootstrap | None) -> CaBundleWatch:
+    certificates = hook.certificates
+
+    def on_result(trusted: bool) -> None:
+        hook.ca_bundle_trusted = trusted
+        hook.metrics.ca_bundle_trusted.set(1 if trusted else 0)
+
+    return CaBundleWatch(
+        CaBundleCheck(api, hook.config.webhook_configuration),
+        served=Path(hook.config.tls_cert),
+        bootstrap=bootstrap,
+        on_rotated=certificates.check if certificates is not None else lambda: None,
+        on_result=on_result,
+        interval=hook.config.resync_period,
+    )
 
 
 def _check_certificate_names(config: Config) -> None:
@@ -312,36 +265,8 @@ def _check_certificate_names(config: Config) -> None:
         )
 
 
-async def _watch_ca_bundle(
-    hook: Webhook,
-    api: Api,
-    bootstrap: Bootstrap | None,
-    certificates: CertificateReloader,
-) -> None:
-    """Rotate the bootstrapped pair when due, keep the caBundle in step, report drift; every
-    30 s, or every --resync-period when that is shorter."""
-    interval = max(1.0, min(30.0, hook.config.resync_period))
-    check = CaBundleCheck(api, hook.config.webhook_configuration)
-    while True:
-        try:
-            if bootstrap is not None:
-                if await asyncio.to_thread(bootstrap.ensure_pair):
-                    certificates.check()
-                await asyncio.to_thread(bootstrap.reconcile_ca_bundle)
-            served = await asyncio.to_thread(Path(hook.config.tls_cert).read_bytes)
-            trusted = await asyncio.to_thread(check.trusted, served)
-        except (ApiError, OSError) as exc:
-            log.warning("ca_bundle_check_failed", error=str(exc))
-        else:
-            if trusted != hook.ca_bundle_trusted:
-                event = "ca_bundle_trusted" if trusted else "ca_bundle_mismatch"
-                (log.info if trusted else log.error)(event, configuration=check.configuration)
-            hook.ca_bundle_trusted = trusted
-            hook.metrics.ca_bundle_trusted.set(1 if trusted else 0)
-        await asyncio.sleep(interval)
-
-
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT set `stop`; a second one exits at once. Returns the uninstaller."""
     loop = asyncio.get_running_loop()
 
     def on_signal(name: str) -> None:
@@ -353,3 +278,9 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+
+    def uninstall() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    return uninstall

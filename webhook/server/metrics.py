@@ -253,6 +253,10 @@ class Metrics:
         self._child(self._admission_children, self.admissions, *key).inc()
         self.admission_duration.observe(seconds)
 
+    def source_reloads_counter(self, source: str, result: str) -> None:
+        """A file or ConfigMap source was (re)loaded: result is success or error."""
+        self.source_reloads.labels(source, result).inc()
+
     def reject(self, seconds: float) -> None:
         """A request that was not an admission we could answer (HTTP 4xx)."""
         self._child(self._admission_children, self.admissions, "rejected", "bad_request").inc()

@@ -1,6 +1,7 @@
-"""Files that feed the store: container-credentials identities, a static ServiceAccounts file,
-a static ConfigMap manifest. Each is read at start-up and then polled by content digest, which
-survives the `..data` symlink swap a Kubernetes ConfigMap volume uses to update files.
+"""Files that feed the store: container-credentials identities, static ServiceAccounts files,
+a static ConfigMap manifest. Each is read at start-up (a bad file is fatal then) and then polled
+by content digest, which survives the `..data` symlink swap a Kubernetes ConfigMap volume uses
+to update files; a bad new content keeps the previous one in force.
 """
 
 from __future__ import annotations
@@ -10,7 +11,22 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["PolledFile"]
+import structlog
+
+from webhook.admission.entries import parse_container_credentials
+from webhook.admission.notes import Note
+from webhook.config import Config
+from webhook.errors import ConfigError, InputError
+from webhook.sources.manifests import StaticSources, load_documents, service_account_objects
+from webhook.sources.store import Store
+
+__all__ = ["Count", "PolledFile", "file_sources", "identities_apply"]
+
+log = structlog.get_logger("webhook")
+
+Apply = Callable[[str | None], None]
+Count = Callable[[str, str], None]
+"""Told (source, "success" | "error") after each load: the source-reload metric."""
 
 
 class PolledFile:
@@ -71,3 +87,105 @@ class PolledFile:
         while True:
             await asyncio.sleep(self._interval)
             self.check()
+
+
+def _service_accounts_apply(store: Store, paths: tuple[str, ...]) -> dict[str, Apply]:
+    """One apply per --service-accounts file; any change re-lists the union of all files."""
+    loaded: dict[str, list[tuple[str, str, dict[str, object]]]] = {}
+
+    def for_path(path: str) -> Apply:
+        def apply(text: str | None) -> None:
+            if text is None:
+                raise ValueError(f"{path} does not exist")
+            notes: list[Note] = []
+            try:
+                loaded[path] = service_account_objects(load_documents(text, path), notes)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            for note in notes:
+                log.warning(note.code, detail=note.message)
+            if len(loaded) == len(paths):
+                store.replace_service_accounts(item for items in loaded.values() for item in items)
+
+        return apply
+
+    return {path: for_path(path) for path in paths}
+
+
+def _config_map_apply(store: Store, config: Config) -> Apply:
+    store.config_map_synced = False
+
+    def apply(text: str | None) -> None:
+        if text is None:
+            store.set_config_map({})  # a deleted ConfigMap removes its entries (2d)
+        else:
+            documents = [d for d in load_documents(text, config.config_map_file) if d is not None]
+            if len(documents) != 1:
+                raise ValueError(f"{config.config_map_file}: expected one ConfigMap")
+            scratch = StaticSources()
+            try:
+                scratch.set_config_map(
+                    documents[0], namespace=config.namespace, config=config.mutation
+                )
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            for note in scratch.notes:
+                log.warning(note.code, detail=note.message)
+            store.set_config_map(scratch.config_map)
+        store.config_map_synced = True
+
+    return apply
+
+
+def identities_apply(store: Store) -> Apply:
+    def apply(text: str | None) -> None:
+        # Upstream: a missing or empty file clears the identities; a bad one keeps them.
+        store.set_identities(parse_container_credentials(text or ""))
+
+    return apply
+
+
+def file_sources(config: Config, store: Store, count: Count) -> list[PolledFile]:
+    """The file-fed sources, loaded now (a bad file is fatal at start-up) and polled later."""
+    applies: dict[str, tuple[str, Apply]] = {}
+    if config.service_accounts_files:
+        paths = tuple(dict.fromkeys(config.service_accounts_files))
+        for path, apply in _service_accounts_apply(store, paths).items():
+            applies[path] = ("service-accounts", apply)
+        if config.watch_config_map and not config.config_map_file:
+            raise ConfigError(
+                "--watch-config-map with --service-accounts needs --config-map FILE "
+                "(the ConfigMap is read from the cluster only when ServiceAccounts are)"
+            )
+    if config.watch_config_map and config.config_map_file:
+        applies[config.config_map_file] = ("config-map", _config_map_apply(store, config))
+    if config.container_credentials_file:
+        applies[config.container_credentials_file] = (
+            "container-credentials",
+            identities_apply(store),
+        )
+
+    polled = []
+    for path, (source, apply) in applies.items():
+
+        def tracked(text: str | None, source: str = source, apply: Apply = apply) -> None:
+            apply(text)
+            count(source, "success")
+            log.info("source_loaded", source=source, present=text is not None)
+
+        def failed(error: Exception, source: str = source) -> None:
+            count(source, "error")
+            log.error(
+                "source_reload_failed",
+                source=source,
+                error=str(error),
+                action="kept the previous content",
+            )
+
+        file = PolledFile(path, tracked, on_error=failed)
+        try:
+            file.load()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load {path}: {exc}") from None
+        polled.append(file)
+    return polled
