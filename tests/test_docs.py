@@ -1,0 +1,137 @@
+"""The documentation's examples, run through the real `mutate` command, so they cannot drift.
+
+Each example is taken from the Markdown file itself: a fenced block is found by its first
+line (`# policy.yaml`), a message by the code span it is quoted in. Changing an example without
+changing the behaviour (or the reverse) fails here.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from webhook.cli import run
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+MANIFESTS_README = REPO / "manifests" / "README.md"
+
+_FENCE = re.compile(
+    r"^(?P<indent>[ ]*)```(?P<info>[\w-]*)\n(?P<body>.*?)^(?P=indent)```$", re.MULTILINE | re.DOTALL
+)
+
+
+def fenced_blocks(markdown: str) -> list[str]:
+    """Every fenced code block's text, dedented (blocks inside list items are indented)."""
+    return [textwrap.dedent(match.group("body")) for match in _FENCE.finditer(markdown)]
+
+
+def block(markdown: str, first_line: str) -> str:
+    """The one fenced block whose first line is `first_line`."""
+    found = [text for text in fenced_blocks(markdown) if text.startswith(first_line + "\n")]
+    assert len(found) == 1, f"{len(found)} blocks start with {first_line!r}"
+    return found[0]
+
+
+def code_span(markdown: str, starts_with: str) -> str:
+    """The one inline code span starting with `starts_with`, its line breaks made spaces."""
+    spans = [
+        " ".join(span.split())
+        for span in re.findall(r"(?<!`)`([^`]+)`(?!`)", markdown)
+        if span.startswith(starts_with)
+    ]
+    assert len(spans) == 1, f"{len(spans)} code spans start with {starts_with!r}"
+    return spans[0]
+
+
+def mutate(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = run(["mutate", *argv], stdin=io.StringIO(), stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def pod(namespace: str, service_account: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{service_account}-pod", "namespace": namespace},
+        "spec": {"serviceAccountName": service_account, "containers": [{"name": "app"}]},
+    }
+
+
+def env_of(patch: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        variable["name"]: variable.get("value", "")
+        for op in patch
+        if op["path"].endswith("/env")
+        for variable in op["value"]
+    }
+
+
+def webhook_name() -> str:
+    document = yaml.safe_load(
+        (REPO / "manifests" / "base" / "mutatingwebhook.yaml").read_text(encoding="utf-8")
+    )
+    name: str = document["webhooks"][0]["name"]
+    return name
+
+
+# --- README: the role policy -------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_example(tmp_path: Path) -> Path:
+    markdown = README.read_text(encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(block(markdown, "# policy.yaml"), encoding="utf-8")
+    (tmp_path / "service-accounts.yaml").write_text(
+        block(markdown, "# service-accounts.yaml"), encoding="utf-8"
+    )
+    return tmp_path
+
+
+def _review(directory: Path, service_account: str) -> tuple[int, dict[str, Any], str]:
+    (directory / "pod.yaml").write_text(yaml.safe_dump(pod("team-a", service_account)))
+    status, out, err = mutate(
+        "-f",
+        str(directory / "pod.yaml"),
+        "--service-accounts",
+        str(directory / "service-accounts.yaml"),
+        "--policy",
+        str(directory / "policy.yaml"),
+        "--fail-on-deny",
+        "-o",
+        "review",
+    )
+    response: dict[str, Any] = json.loads(out)["response"]
+    return status, response, err
+
+
+def test_readme_policy_admits_a_permitted_role_with_the_default_expiration(policy_example):
+    """The example's rule must not deny what its text permits (86400 s is the default)."""
+    status, response, err = _review(policy_example, "app")
+    assert status == 0, err
+    assert response["allowed"] is True
+    assert "warnings" not in response, response.get("warnings")
+    patch = json.loads(base64.b64decode(response["patch"]))
+    assert env_of(patch)["AWS_ROLE_ARN"] == "arn:aws:iam::111122223333:role/team-a-app"
+    (volume,) = (op for op in patch if op["path"] == "/spec/volumes")
+    projection = volume["value"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert projection["expirationSeconds"] == 86400
+
+
+def test_readme_policy_denial_is_the_message_the_user_sees(policy_example):
+    status, response, err = _review(policy_example, "ops")
+    assert status == 3, err
+    assert response["allowed"] is False
+    # The API server prefixes the webhook's message with this sentence (kubectl prints both).
+    shown = f'admission webhook "{webhook_name()}" denied the request: '
+    shown += response["status"]["message"]
+    assert code_span(README.read_text(encoding="utf-8"), "admission webhook ") == shown
