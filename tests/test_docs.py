@@ -135,3 +135,109 @@ def test_readme_policy_denial_is_the_message_the_user_sees(policy_example):
     shown = f'admission webhook "{webhook_name()}" denied the request: '
     shown += response["status"]["message"]
     assert code_span(README.read_text(encoding="utf-8"), "admission webhook ") == shown
+
+
+# --- README: the ConfigMap and the container-credentials file ------------------------------
+
+
+def block_containing(markdown: str, text: str) -> str:
+    """The one fenced block that contains `text`."""
+    found = [body for body in fenced_blocks(markdown) if text in body]
+    assert len(found) == 1, f"{len(found)} blocks contain {text!r}"
+    return found[0]
+
+
+def _mutate_patch(
+    directory: Path, namespace: str, service_account: str, *flags: str, warns: str = ""
+) -> Any:
+    (directory / "pod.yaml").write_text(yaml.safe_dump(pod(namespace, service_account)))
+    status, out, err = mutate("-f", str(directory / "pod.yaml"), *flags, "-o", "patch")
+    assert status == 0, err
+    if warns:
+        assert warns in err
+    else:
+        assert "warning" not in err, err
+    return json.loads(out)
+
+
+def _token(patch: list[dict[str, Any]]) -> dict[str, Any]:
+    (volume,) = (op for op in patch if op["path"] == "/spec/volumes")
+    token: dict[str, Any] = volume["value"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    return token
+
+
+@pytest.mark.parametrize("markdown", [README, MANIFESTS_README], ids=lambda p: p.parent.name)
+def test_documented_config_map_gives_the_documented_roles(markdown: Path, tmp_path: Path):
+    config_map = yaml.safe_load(block(markdown.read_text(encoding="utf-8"), "# config-map.yaml"))
+    (tmp_path / "cm.yaml").write_text(yaml.safe_dump(config_map))
+    flags = (
+        "--watch-config-map",
+        "--config-map",
+        str(tmp_path / "cm.yaml"),
+        f"--namespace={config_map['metadata']['namespace']}",
+    )
+    app = _mutate_patch(tmp_path, "team-a", "app", *flags)
+    assert env_of(app)["AWS_ROLE_ARN"] == "arn:aws:iam::111122223333:role/team-a-app"
+    assert env_of(app)["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
+    assert _token(app) == {
+        "audience": "sts.amazonaws.com",
+        "expirationSeconds": 3600,
+        "path": "token",
+    }
+    # The `*` entry: any namespace, the flags' settings.
+    runner = _mutate_patch(tmp_path, "build-17", "ci-runner", *flags, "--token-audience=example")
+    assert env_of(runner)["AWS_ROLE_ARN"] == "arn:aws:iam::111122223333:role/ci-runner"
+    assert "AWS_STS_REGIONAL_ENDPOINTS" not in env_of(runner)
+    assert _token(runner) == {"audience": "example", "expirationSeconds": 86400, "path": "token"}
+    # Only the ConfigMap in --namespace is read, as the server reads only that one.
+    other = (*flags[:-1], "--namespace=other")
+    assert _mutate_patch(tmp_path, "team-a", "app", *other, warns="ignored") == []
+
+
+def test_documented_container_credentials_file_gives_pod_identity(tmp_path: Path):
+    document = block_containing(README.read_text(encoding="utf-8"), '"identities"')
+    (tmp_path / "identities.json").write_text(document)
+    flags = ("--watch-container-credentials-config", str(tmp_path / "identities.json"))
+    for name in ("reporter", "exporter"):
+        patch = _mutate_patch(tmp_path, "team-b", name, *flags)
+        env = env_of(patch)
+        assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == "http://169.254.170.23/v1/credentials"
+        assert env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == (
+            "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"
+        )
+        assert "AWS_ROLE_ARN" not in env
+        assert _token(patch)["audience"] == "pods.eks.amazonaws.com"
+        assert {
+            "op": "add",
+            "path": "/metadata/labels",
+            "value": {"eks.amazonaws.com/pod-identity": "enabled"},
+        } in patch
+    # Exact matching: the same name in another namespace is not listed.
+    assert _mutate_patch(tmp_path, "team-c", "reporter", *flags) == []
+
+
+# --- manifests/README.md: the tree ----------------------------------------------------------
+
+
+def tree_directories(tree: str) -> set[str]:
+    """The directories of an indented tree (two spaces a level), as paths from its root."""
+    listed: set[str] = set()
+    stack: list[str] = []
+    for line in tree.splitlines():
+        match = re.match(r"(?P<indent> *)(?P<name>[\w.-]+)/(\s|$)", line)
+        if match is None:
+            continue  # a description continued on the next line
+        depth = len(match.group("indent")) // 2
+        stack[depth:] = [match.group("name")]
+        listed.add("/".join(stack))
+    return listed
+
+
+def test_manifests_tree_lists_every_directory():
+    tree = block(MANIFESTS_README.read_text(encoding="utf-8"), "manifests/")
+    on_disk = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "manifests").rglob("*")
+        if path.is_dir() and "generated" not in path.parts  # self-signed.sh's output, ignored
+    }
+    assert tree_directories(tree) == on_disk | {"manifests"}
