@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import shlex
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -241,3 +244,70 @@ def test_manifests_tree_lists_every_directory():
         if path.is_dir() and "generated" not in path.parts  # self-signed.sh's output, ignored
     }
     assert tree_directories(tree) == on_disk | {"manifests"}
+
+
+# --- docs/self-hosted-irsa.md ----------------------------------------------------------------
+
+IRSA_GUIDE = REPO / "docs" / "self-hosted-irsa.md"
+
+
+def _oidc_output(argv: list[str]) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    assert run(argv, stdin=io.StringIO(), stdout=out, stderr=err) == 0, err.getvalue()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["one issuer", "two issuers"])
+def test_guide_shows_the_api_server_flags_the_command_prints(previous: bool):
+    blocks = fenced_blocks(IRSA_GUIDE.read_text(encoding="utf-8"))
+    (index,) = (
+        i
+        for i, text in enumerate(blocks)
+        if text.startswith("pod-identity-webhook oidc --print-apiserver-flags")
+        and ("--previous-issuer" in text) == previous
+    )
+    command = shlex.split(blocks[index].replace("\\\n", " "))
+    printed = [line for line in _oidc_output(command[1:]).splitlines() if line.startswith("--")]
+    shown = blocks[index + 1].splitlines()
+    assert shown == printed
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("name", ["s3-reader", "s3-readers", "s3-readers-2"])
+def test_guide_decodes_the_token_header_with_its_kid(name: str, tmp_path: Path):
+    """The guide's pipeline prints the header (with the kid to look for) and the claims, for
+    every padding a base64url part can lack (the names give three lengths)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from webhook.jwks import key_id
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    header = {"alg": "ES256", "kid": key_id(key.public_key())}
+    claims = {
+        "aud": ["sts.amazonaws.com"],
+        "iss": "https://irsa-demo-oidc.s3.us-west-2.amazonaws.com/cluster1",
+        "sub": f"system:serviceaccount:demo:{name}",
+    }
+    signed = ".".join(_base64url(json.dumps(part).encode()) for part in (header, claims))
+    token = f"{signed}.{_base64url(key.sign(signed.encode(), ec.ECDSA(hashes.SHA256())))}"
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!/bin/sh\nprintf '%s\\n' '{token}'\n", encoding="utf-8")
+    kubectl.chmod(0o755)
+
+    first_line = "TOKEN=$(kubectl -n demo create token s3-reader --audience sts.amazonaws.com)"
+    script = block(IRSA_GUIDE.read_text(encoding="utf-8"), first_line)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        timeout=30,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert printed == [header, claims]

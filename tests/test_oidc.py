@@ -625,6 +625,9 @@ def test_oidc_writes_both_documents_and_prints_the_commands(tmp_path, keys):
         f"aws iam create-open-id-connect-provider --url {ISSUER} --client-id-list sts.amazonaws.com"
         in out
     )
+    # An IAM OIDC provider is registered per issuer (in each account that trusts it).
+    assert "once per issuer" in out
+    assert "once per AWS account" not in out
     assert "thumbprint" in out.lower()
     assert "openssl s_client" not in out  # S3: no thumbprint to compute
     for path in out_dir.rglob("*"):
@@ -972,6 +975,63 @@ def test_print_apiserver_flags_lists_every_key_file_and_the_jwks_path():
     assert "--service-account-key-file=/keys/new.pub" in lines
     assert "--service-account-signing-key-file=/keys/new.key" in lines
     assert "--service-account-jwks-uri=https://oidc.example.com/keys.json" in lines
+
+
+def test_print_apiserver_flags_two_issuer_form_for_a_running_cluster():
+    old = "https://kubernetes.default.svc.cluster.local"
+    status, out, err = run(
+        oidc_command, "--print-apiserver-flags", f"--issuer={ISSUER}", f"--previous-issuer={old}"
+    )
+    assert (status, err) == (0, "")
+    flags = [line for line in out.splitlines() if line.startswith("--")]
+    # The new issuer first: kube-apiserver signs with the first and accepts every one given.
+    assert [f for f in flags if f.startswith("--service-account-issuer=")] == [
+        f"--service-account-issuer={ISSUER}",
+        f"--service-account-issuer={old}",
+    ]
+    # Tokens requested without an audience were issued for the old issuer: still accepted.
+    assert f"--api-audiences={ISSUER},{old}" in flags
+    assert f"--service-account-jwks-uri={ISSUER}/openid/v1/jwks" in flags
+    assert "remove the previous issuers from both flags" in out
+
+
+def test_print_apiserver_flags_keeps_the_single_issuer_form_by_default():
+    status, out, _ = run(oidc_command, "--print-apiserver-flags", f"--issuer={ISSUER}")
+    assert status == 0
+    assert [line for line in out.splitlines() if line.startswith("--service-account-issuer=")] == [
+        f"--service-account-issuer={ISSUER}"
+    ]
+    assert "Two issuers" not in out
+    assert "--previous-issuer OLD prints" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([f"--previous-issuer={ISSUER}"], "--previous-issuer must differ from --issuer"),
+        (["--previous-issuer="], "--previous-issuer"),
+        (["--previous-issuer=http://[::1]:namedport"], "not a valid URL"),
+        (["--previous-issuer=a b"], "white space"),
+    ],
+)
+def test_print_apiserver_flags_refuses_previous_issuers_kube_apiserver_refuses(argv, message):
+    status, out, err = run(oidc_command, "--print-apiserver-flags", f"--issuer={ISSUER}", *argv)
+    assert status == 2
+    assert out == ""
+    assert message in one_line(err)
+
+
+def test_previous_issuers_kube_apiserver_accepts():
+    for issuer in ("k3s", "https://kubernetes.default.svc.cluster.local", "https://10.0.0.1:6443"):
+        assert oidc.check_previous_issuer(issuer) == issuer
+
+
+def test_previous_issuer_is_only_for_the_api_server_flags(tmp_path, keys):
+    key = write(tmp_path, "sa.pub", public_pem(keys["p256"]))
+    argv = (f"--issuer={ISSUER}", f"--key={key}", f"--dir={tmp_path}", "--previous-issuer=k3s")
+    status, _, err = run(oidc_command, *argv)
+    assert status == 2
+    assert "only used with --print-apiserver-flags" in err
 
 
 def test_print_apiserver_flags_without_issuer_uses_a_placeholder():

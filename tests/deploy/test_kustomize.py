@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.rendering import (
     KUSTOMIZE_VARIANTS,
@@ -200,3 +201,34 @@ def test_documented_out_of_tree_overlay_sets_the_image_and_leaves_the_checkout_a
     )["image"]
     assert objects == reference
     assert {p: p.read_bytes() for p in files} == before
+
+
+def test_guide_overlay_does_the_whole_install_step(renderer: Renderer, tmp_path: Path) -> None:
+    """docs/self-hosted-irsa.md step 8: its overlay of the self-signed overlay gives the
+    namespace with its Pod Security labels, the Secret, the caBundle, the image and the
+    region; nothing is left for the reader to write."""
+    from tests.test_docs import IRSA_GUIDE, block
+
+    text = block(
+        IRSA_GUIDE.read_text(encoding="utf-8"),
+        "# my-webhook/kustomization.yaml, next to a checkout of this repository",
+    )
+    # A checkout whose self-signed overlay has its generated/ inputs, as self-signed.sh leaves.
+    (tmp_path / "pod-identity-webhook").symlink_to(renderer.manifests_copy().parent)
+    overlay = tmp_path / "my-webhook"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(text, encoding="utf-8")
+    objects = renderer.kustomize_build(overlay)
+
+    namespace = one(objects, "Namespace", NAME)
+    base = yaml.safe_load((MANIFESTS / "base" / "namespace.yaml").read_text(encoding="utf-8"))
+    assert base["metadata"]["labels"].items() <= namespace["metadata"]["labels"].items()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    one(objects, "Secret", SECRET)
+    for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"):
+        one(objects, kind, NAME)
+    (hook,) = one(objects, "MutatingWebhookConfiguration", NAME)["webhooks"]
+    assert hook["clientConfig"]["caBundle"]
+    spec = container(one(objects, "Deployment", NAME))
+    assert spec["image"] == "registry.example.com/platform/pod-identity-webhook:0.1.0"
+    assert "--aws-default-region=us-west-2" in spec["args"]
