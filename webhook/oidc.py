@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import ssl
 import tempfile
 import urllib.error
 import urllib.request
@@ -266,11 +267,40 @@ def _json_bytes(document: Mapping[str, Any]) -> bytes:
     return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
 
-def _read_jwks_source(source: str) -> bytes:
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """The system's trust store, or only the CA(s) in ca_file (a private-CA API server)."""
+    if not ca_file:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read --ca {ca_file}: no such file") from None
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"--ca {ca_file}: no PEM certificate in it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --ca {ca_file}: {exc.strerror or exc}") from None
+
+
+def _untrusted(source: str, ca_file: str, reason: str) -> ConfigError:
+    if ca_file:
+        return ConfigError(
+            f"cannot fetch {source}: its certificate is not signed by the CA in --ca {ca_file} "
+            f"({reason})"
+        )
+    return ConfigError(
+        f"cannot fetch {source}: its certificate is not trusted by this system ({reason}); "
+        "for an API server with its own CA, give that CA with --ca FILE "
+        "(kubeadm: /etc/kubernetes/pki/ca.crt), or save the key set with "
+        "kubectl get --raw /openid/v1/jwks > jwks.json and pass the file"
+    )
+
+
+def _read_jwks_source(source: str, ca_file: str = "") -> bytes:
     if source.startswith("https://"):
+        context = _tls_context(ca_file)
         try:
             with urllib.request.urlopen(  # noqa: S310 - the scheme is checked to be https above
-                source, timeout=FETCH_TIMEOUT
+                source, timeout=FETCH_TIMEOUT, context=context
             ) as response:
                 data: bytes = response.read(MAX_JWKS_BYTES + 1)
         except urllib.error.HTTPError as exc:
@@ -280,6 +310,8 @@ def _read_jwks_source(source: str) -> bytes:
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise _untrusted(source, ca_file, reason.verify_message or str(reason)) from None
             raise ConfigError(f"cannot fetch {source}: {reason}") from None
         if len(data) > MAX_JWKS_BYTES:
             raise ConfigError(f"{source}: larger than {MAX_JWKS_BYTES} bytes")
@@ -314,6 +346,13 @@ OIDC_FLAGS: tuple[FlagSpec, ...] = (
         str,
         "",
         "JWKS file or https:// URL copied from the API server's /openid/v1/jwks",
+    ),
+    FlagSpec(
+        "ca",
+        str,
+        "",
+        "With --from-jwks https://...: PEM file of the CA that signed the server's certificate "
+        "(default: the system's trust store)",
     ),
     FlagSpec("dir", str, "oidc", "Directory to write the documents into"),
     FlagSpec(
@@ -356,8 +395,8 @@ OIDC_FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h"),
 )
 
-OIDC_USAGE = f"""Usage: {PROG} oidc --issuer URL (--key FILE... | --from-jwks FILE|URL) [--dir DIR]
-       [--jwks-path PATH] [--bucket NAME] [--audience AUD]...
+OIDC_USAGE = f"""Usage: {PROG} oidc --issuer URL (--key FILE... | --from-jwks FILE|URL [--ca FILE])
+       [--dir DIR] [--jwks-path PATH] [--bucket NAME] [--audience AUD]...
        {PROG} oidc --print-apiserver-flags [--issuer URL] [--key PATH]...
        [--signing-key PATH] [--jwks-path PATH] [--previous-issuer OLD]...
 
@@ -502,6 +541,9 @@ def oidc_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
             f"{PROG} oidc: --previous-issuer is only used with --print-apiserver-flags", file=stderr
         )
         return 2
+    if values["ca"] and not values["from-jwks"].startswith("https://"):
+        print(f"{PROG} oidc: --ca is only used with --from-jwks https://...", file=stderr)
+        return 2
     if not issuer:
         print(f"{PROG} oidc: --issuer URL is required", file=stderr)
         return 2
@@ -529,7 +571,8 @@ def oidc_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
             warnings += pem_warnings
         if values["from-jwks"]:
             source = values["from-jwks"]
-            from_jwks, jwks_warnings = parse_jwks(_read_jwks_source(source), source)
+            data = _read_jwks_source(source, values["ca"])
+            from_jwks, jwks_warnings = parse_jwks(data, source)
             collected += from_jwks
             warnings += jwks_warnings
         keys = unique_keys(collected)
