@@ -304,6 +304,7 @@ def _read_jwks_source(source: str, ca_file: str = "") -> bytes:
             ) as response:
                 data: bytes = response.read(MAX_JWKS_BYTES + 1)
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
             raise ConfigError(
                 f"cannot fetch {source}: HTTP {exc.code}; "
                 "try kubectl get --raw /openid/v1/jwks > jwks.json and pass the file"
