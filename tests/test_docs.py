@@ -311,3 +311,18 @@ def test_guide_decodes_the_token_header_with_its_kid(name: str, tmp_path: Path):
     assert (result.returncode, result.stderr) == (0, "")
     printed = [json.loads(line) for line in result.stdout.splitlines()]
     assert printed == [header, claims]
+
+
+# --- README: the layout table ------------------------------------------------------------------
+
+
+def test_readme_layout_names_every_module():
+    markdown = README.read_text(encoding="utf-8")
+    table = markdown[markdown.index("| module | role |") :].split("\n\n", 1)[0]
+    named = set(re.findall(r"`(webhook/\w+\.py)`", table))
+    modules = {
+        f"webhook/{path.name}"
+        for path in (REPO / "webhook").glob("*.py")
+        if not path.name.startswith("__")
+    }
+    assert named == modules
