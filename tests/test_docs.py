@@ -326,3 +326,37 @@ def test_readme_layout_names_every_module():
         if not path.name.startswith("__")
     }
     assert named == modules
+
+
+# --- links between the documents -------------------------------------------------------------
+
+DOCUMENTS = (
+    README,
+    MANIFESTS_README,
+    IRSA_GUIDE,
+    REPO / "charts" / "pod-identity-webhook" / "README.md",
+)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(markdown: str) -> set[str]:
+    without_code = _FENCE.sub("", markdown)
+    return {_slug(m) for m in re.findall(r"^#{1,6} (.+)$", without_code, flags=re.MULTILINE)}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_links_point_to_files_and_headings_that_exist(document: Path):
+    markdown = document.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", _FENCE.sub("", markdown)):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        assert linked.exists(), f"{document.name}: {target}"
+        if anchor:
+            assert anchor in _anchors(linked.read_text(encoding="utf-8")), f"{target}"
