@@ -58,10 +58,13 @@ run: install certs
 		--tls-cert=certs/tls.crt --tls-key=certs/tls.key \
 		--service-accounts=dev/service-accounts.yaml --log-format=console
 
-# Post the sample AdmissionReview to `make run` and print the decoded patch.
+# Post the sample AdmissionReview to `make run` and print the decoded patch. When curl fails
+# (no server, an HTTP error), only its message and any body it got are shown, and make fails.
 request:
-	@curl -sS --fail-with-body --cacert certs/ca.crt -H 'Content-Type: application/json' \
-		--data @dev/review.json https://127.0.0.1:$(PORT)/mutate \
+	@answer="$$(curl -sS --fail-with-body --cacert certs/ca.crt -H 'Content-Type: application/json' \
+		--data @dev/review.json https://127.0.0.1:$(PORT)/mutate)" \
+		|| { status=$$?; [ -z "$$answer" ] || printf '%s\n' "$$answer" >&2; exit $$status; }; \
+	printf '%s' "$$answer" \
 	| $(PYTHON) -c 'import base64, json, sys; r = json.load(sys.stdin)["response"]; \
 	print(json.dumps({k: v for k, v in r.items() if k != "patch"}, indent=2)); \
 	print(json.dumps(json.loads(base64.b64decode(r.get("patch", "W10="))), indent=2))'
@@ -85,8 +88,9 @@ image:
 kind-up: image
 	tools/deploy/kind-up.sh --image $(IMAGE) --overlay $(OVERLAY) --cluster $(KIND_CLUSTER)
 
+# Installs nothing: without kind or a Docker engine there is no cluster, and it says which.
 kind-down:
-	"$$(command -v kind || echo "$$(tools/deploy/install-tools.sh kind | tail -n1)/kind")" delete cluster --name $(KIND_CLUSTER)
+	tools/deploy/kind-down.sh --cluster $(KIND_CLUSTER)
 
 deploy:
 	tools/deploy/deploy.sh apply --overlay $(OVERLAY) --image $(IMAGE) --wait

@@ -11,13 +11,18 @@ import base64
 import hashlib
 import io
 import json
+import ssl
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -625,6 +630,9 @@ def test_oidc_writes_both_documents_and_prints_the_commands(tmp_path, keys):
         f"aws iam create-open-id-connect-provider --url {ISSUER} --client-id-list sts.amazonaws.com"
         in out
     )
+    # An IAM OIDC provider is registered per issuer (in each account that trusts it).
+    assert "once per issuer" in out
+    assert "once per AWS account" not in out
     assert "thumbprint" in out.lower()
     assert "openssl s_client" not in out  # S3: no thumbprint to compute
     for path in out_dir.rglob("*"):
@@ -764,7 +772,7 @@ class _Response(io.BytesIO):
 def test_oidc_from_jwks_https_url_is_fetched_with_a_timeout(tmp_path, monkeypatch):
     calls: list[tuple[str, float]] = []
 
-    def fake_urlopen(url: str, timeout: float) -> _Response:
+    def fake_urlopen(url: str, timeout: float, **kwargs: object) -> _Response:
         calls.append((url, timeout))
         return _Response((DATA / "k8s-jwks.json").read_bytes())
 
@@ -788,12 +796,95 @@ def test_oidc_from_jwks_https_url_is_fetched_with_a_timeout(tmp_path, monkeypatc
     ],
 )
 def test_oidc_from_jwks_url_failures_are_one_line(tmp_path, monkeypatch, error, message):
-    def fake_urlopen(url: str, timeout: float) -> _Response:
+    def fake_urlopen(url: str, timeout: float, **kwargs: object) -> _Response:
         raise error
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     status, _, err = run(
         oidc_command, f"--issuer={ISSUER}", "--from-jwks=https://h/jwks", f"--dir={tmp_path}"
+    )
+    assert status == 1
+    assert message in one_line(err)
+
+
+class _JwksHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = (DATA / "k8s-jwks.json").read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/jwk-set+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def private_ca_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(URL of the JWKS on a loopback HTTPS server, PEM of the private CA that signed it)."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    ca_file = tmp_path / "ca.crt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    yield f"https://127.0.0.1:{server.server_address[1]}/openid/v1/jwks", ca_file
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_oidc_from_jwks_of_a_private_ca_server_needs_ca(tmp_path, private_ca_server):
+    url, ca_file = private_ca_server
+    argv = (f"--issuer={ISSUER}", f"--from-jwks={url}", f"--dir={tmp_path / 'out'}")
+    status, out, err = run(oidc_command, *argv)
+    assert (status, out) == (1, "")
+    message = one_line(err)
+    assert "certificate is not trusted by this system" in message
+    assert "give that CA with --ca FILE" in message
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+    status, out, err = run(oidc_command, *argv, f"--ca={ca_file}")
+    assert (status, err) == (0, "")
+    written = json.loads((tmp_path / "out" / "openid/v1/jwks").read_text())
+    served = json.loads((DATA / "k8s-jwks.json").read_text())
+    assert [k["kid"] for k in written["keys"]] == [k["kid"] for k in served["keys"]]
+
+
+def test_oidc_from_jwks_with_another_ca_says_which(tmp_path, private_ca_server):
+    url, _ = private_ca_server
+    other = tmp_path / "other-ca.crt"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    status, _, err = run(
+        oidc_command,
+        f"--issuer={ISSUER}",
+        f"--from-jwks={url}",
+        f"--ca={other}",
+        f"--dir={tmp_path}",
+    )
+    assert status == 1
+    assert f"not signed by the CA in --ca {other}" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read --ca"), ("not a certificate", "no PEM certificate")],
+)
+def test_oidc_unusable_ca_file_exits_1(tmp_path, content, message):
+    ca_file = tmp_path / "ca.crt"
+    if content is not None:
+        ca_file.write_text(content)
+    status, _, err = run(
+        oidc_command,
+        f"--issuer={ISSUER}",
+        "--from-jwks=https://127.0.0.1:1/openid/v1/jwks",
+        f"--ca={ca_file}",
+        f"--dir={tmp_path}",
     )
     assert status == 1
     assert message in one_line(err)
@@ -868,6 +959,8 @@ def test_oidc_help(tmp_path):
         (["--issuer"], "flag needs an argument"),
         (["--issuer=https://h", "--key=k", "extra"], "unexpected argument 'extra'"),
         (["--print-apiserver-flags", "--from-jwks=j"], "not used with"),
+        (["--issuer=https://h", "--key=k", "--ca=ca.crt"], "--ca is only used with --from-jwks"),
+        (["--issuer=https://h", "--from-jwks=j.json", "--ca=c"], "--ca is only used with"),
     ],
 )
 def test_oidc_command_line_errors_exit_2(argv, message):
@@ -972,6 +1065,63 @@ def test_print_apiserver_flags_lists_every_key_file_and_the_jwks_path():
     assert "--service-account-key-file=/keys/new.pub" in lines
     assert "--service-account-signing-key-file=/keys/new.key" in lines
     assert "--service-account-jwks-uri=https://oidc.example.com/keys.json" in lines
+
+
+def test_print_apiserver_flags_two_issuer_form_for_a_running_cluster():
+    old = "https://kubernetes.default.svc.cluster.local"
+    status, out, err = run(
+        oidc_command, "--print-apiserver-flags", f"--issuer={ISSUER}", f"--previous-issuer={old}"
+    )
+    assert (status, err) == (0, "")
+    flags = [line for line in out.splitlines() if line.startswith("--")]
+    # The new issuer first: kube-apiserver signs with the first and accepts every one given.
+    assert [f for f in flags if f.startswith("--service-account-issuer=")] == [
+        f"--service-account-issuer={ISSUER}",
+        f"--service-account-issuer={old}",
+    ]
+    # Tokens requested without an audience were issued for the old issuer: still accepted.
+    assert f"--api-audiences={ISSUER},{old}" in flags
+    assert f"--service-account-jwks-uri={ISSUER}/openid/v1/jwks" in flags
+    assert "remove the previous issuers from both flags" in out
+
+
+def test_print_apiserver_flags_keeps_the_single_issuer_form_by_default():
+    status, out, _ = run(oidc_command, "--print-apiserver-flags", f"--issuer={ISSUER}")
+    assert status == 0
+    assert [line for line in out.splitlines() if line.startswith("--service-account-issuer=")] == [
+        f"--service-account-issuer={ISSUER}"
+    ]
+    assert "Two issuers" not in out
+    assert "--previous-issuer OLD prints" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([f"--previous-issuer={ISSUER}"], "--previous-issuer must differ from --issuer"),
+        (["--previous-issuer="], "--previous-issuer"),
+        (["--previous-issuer=http://[::1]:namedport"], "not a valid URL"),
+        (["--previous-issuer=a b"], "white space"),
+    ],
+)
+def test_print_apiserver_flags_refuses_previous_issuers_kube_apiserver_refuses(argv, message):
+    status, out, err = run(oidc_command, "--print-apiserver-flags", f"--issuer={ISSUER}", *argv)
+    assert status == 2
+    assert out == ""
+    assert message in one_line(err)
+
+
+def test_previous_issuers_kube_apiserver_accepts():
+    for issuer in ("k3s", "https://kubernetes.default.svc.cluster.local", "https://10.0.0.1:6443"):
+        assert oidc.check_previous_issuer(issuer) == issuer
+
+
+def test_previous_issuer_is_only_for_the_api_server_flags(tmp_path, keys):
+    key = write(tmp_path, "sa.pub", public_pem(keys["p256"]))
+    argv = (f"--issuer={ISSUER}", f"--key={key}", f"--dir={tmp_path}", "--previous-issuer=k3s")
+    status, _, err = run(oidc_command, *argv)
+    assert status == 2
+    assert "only used with --print-apiserver-flags" in err
 
 
 def test_print_apiserver_flags_without_issuer_uses_a_placeholder():

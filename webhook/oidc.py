@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import ssl
 import tempfile
 import urllib.error
 import urllib.request
@@ -48,6 +49,7 @@ __all__ = [
     "DISCOVERY_PATH",
     "apiserver_flags",
     "check_issuer",
+    "check_previous_issuer",
     "discovery_document",
     "issuer_warnings",
     "jwks_uri_for",
@@ -160,27 +162,63 @@ def _check_jwks_path(text: str) -> str:
 # --- API server flags ----------------------------------------------------------------------------
 
 
+def check_previous_issuer(text: str) -> str:
+    """An issuer kube-apiserver accepts: not empty, a URL if it has a ':' (its own rule)."""
+    if not text or any(char.isspace() for char in text):
+        raise ValueError("must be the running API server's issuer, without white space")
+    if ":" in text:
+        parts = urlsplit(text)
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("contains a ':' but is not a valid URL") from None
+        if not parts.scheme:
+            raise ValueError("contains a ':' but is not a valid URL")
+    return text
+
+
 def apiserver_flags(
     issuer: str,
     *,
     key_files: Sequence[str],
     signing_key_file: str,
     jwks_uri: str,
+    previous_issuers: Sequence[str] = (),
 ) -> str:
-    """The kube-apiserver flags for a self-hosted issuer, with notes per distribution."""
+    """The kube-apiserver flags for a self-hosted issuer, with notes per distribution.
+
+    With previous issuers (a running cluster moving to `issuer`), `--service-account-issuer`
+    is given once per issuer, the new one first: kube-apiserver signs with the first and
+    accepts all, so the tokens Pods already hold stay valid.
+    """
+    issuers = [issuer, *previous_issuers]
+    issuer_lines = "\n".join(f"--service-account-issuer={value}" for value in issuers)
     keys = "\n".join(f"--service-account-key-file={path}" for path in key_files)
+    transition = ""
+    if previous_issuers:
+        transition = """
+# Two issuers, for a running cluster: kube-apiserver signs new tokens with the first
+#     --service-account-issuer and accepts the tokens of each, so the tokens Pods already
+#     hold keep working. --api-audiences lists them all, because a token requested without
+#     an audience carries the issuers in force then as its audience; if the API server
+#     already has --api-audiences, keep its values and add the new issuer. Once every Pod has
+#     been restarted or has refreshed its projected tokens (the kubelet does so at 80 % of
+#     their life, and at least daily), remove the previous issuers from both flags. Only the
+#     new issuer is published and registered for STS.
+"""
     return f"""\
 # kube-apiserver flags for IRSA; set them on every control-plane node.
---service-account-issuer={issuer}
+{issuer_lines}
 {keys}
 --service-account-signing-key-file={signing_key_file}
---api-audiences={issuer}
+--api-audiences={",".join(issuers)}
 --service-account-jwks-uri={jwks_uri}
-
+{transition}
 # --service-account-issuer  becomes the iss claim of every token; must equal the issuer in
 #     the published discovery document and the IAM OIDC provider URL, character for character.
 #     To move a running cluster to a new issuer, give the flag twice, the new issuer first: the
-#     first signs new tokens, both are accepted, so tokens already issued keep working.
+#     first signs new tokens, both are accepted, so tokens already issued keep working;
+#     --previous-issuer OLD prints that form.
 # --service-account-key-file  public (or private) keys that verify tokens, one flag per file,
 #     old and new during a rotation; these are the keys to pass to `{PROG} oidc --key`.
 #     The API server publishes all of them at /openid/v1/jwks.
@@ -230,20 +268,52 @@ def _json_bytes(document: Mapping[str, Any]) -> bytes:
     return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
 
-def _read_jwks_source(source: str) -> bytes:
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """The system's trust store, or only the CA(s) in ca_file (a private-CA API server)."""
+    if not ca_file:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read --ca {ca_file}: no such file") from None
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"--ca {ca_file}: no PEM certificate in it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --ca {ca_file}: {exc.strerror or exc}") from None
+
+
+def _untrusted(source: str, ca_file: str, reason: str) -> ConfigError:
+    if ca_file:
+        return ConfigError(
+            f"cannot fetch {source}: its certificate is not signed by the CA in --ca {ca_file} "
+            f"({reason})"
+        )
+    return ConfigError(
+        f"cannot fetch {source}: its certificate is not trusted by this system ({reason}); "
+        "for an API server with its own CA, give that CA with --ca FILE "
+        "(kubeadm: /etc/kubernetes/pki/ca.crt), or save the key set with "
+        "kubectl get --raw /openid/v1/jwks > jwks.json and pass the file"
+    )
+
+
+def _read_jwks_source(source: str, ca_file: str = "") -> bytes:
     if source.startswith("https://"):
+        context = _tls_context(ca_file)
         try:
             with urllib.request.urlopen(  # noqa: S310 - the scheme is checked to be https above
-                source, timeout=FETCH_TIMEOUT
+                source, timeout=FETCH_TIMEOUT, context=context
             ) as response:
                 data: bytes = response.read(MAX_JWKS_BYTES + 1)
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
             raise ConfigError(
                 f"cannot fetch {source}: HTTP {exc.code}; "
                 "try kubectl get --raw /openid/v1/jwks > jwks.json and pass the file"
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise _untrusted(source, ca_file, reason.verify_message or str(reason)) from None
             raise ConfigError(f"cannot fetch {source}: {reason}") from None
         if len(data) > MAX_JWKS_BYTES:
             raise ConfigError(f"{source}: larger than {MAX_JWKS_BYTES} bytes")
@@ -279,6 +349,13 @@ OIDC_FLAGS: tuple[FlagSpec, ...] = (
         "",
         "JWKS file or https:// URL copied from the API server's /openid/v1/jwks",
     ),
+    FlagSpec(
+        "ca",
+        str,
+        "",
+        "With --from-jwks https://...: PEM file of the CA that signed the server's certificate "
+        "(default: the system's trust store)",
+    ),
     FlagSpec("dir", str, "oidc", "Directory to write the documents into"),
     FlagSpec(
         "jwks-path",
@@ -308,13 +385,22 @@ OIDC_FLAGS: tuple[FlagSpec, ...] = (
         "/etc/kubernetes/pki/sa.key",
         "With --print-apiserver-flags: the signing key's path on the control plane",
     ),
+    FlagSpec(
+        "previous-issuer",
+        check_previous_issuer,
+        None,
+        "With --print-apiserver-flags: the issuer a running cluster signs with now, still "
+        "accepted after the move to --issuer; repeatable",
+        "stringArray",
+        repeatable=True,
+    ),
     FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h"),
 )
 
-OIDC_USAGE = f"""Usage: {PROG} oidc --issuer URL (--key FILE... | --from-jwks FILE|URL) [--dir DIR]
-       [--jwks-path PATH] [--bucket NAME] [--audience AUD]...
+OIDC_USAGE = f"""Usage: {PROG} oidc --issuer URL (--key FILE... | --from-jwks FILE|URL [--ca FILE])
+       [--dir DIR] [--jwks-path PATH] [--bucket NAME] [--audience AUD]...
        {PROG} oidc --print-apiserver-flags [--issuer URL] [--key PATH]...
-       [--signing-key PATH] [--jwks-path PATH]
+       [--signing-key PATH] [--jwks-path PATH] [--previous-issuer OLD]...
 
 Writes the OIDC discovery document (DIR/{DISCOVERY_PATH}) and the key
 set (DIR/<jwks-path>) that AWS STS fetches to verify the cluster's ServiceAccount tokens, laid
@@ -374,7 +460,8 @@ def _publish_instructions(
         f"  curl -fsS {shlex.quote(_issuer_base(issuer) + '/' + DISCOVERY_PATH)}",
         f"  curl -fsS {shlex.quote(jwks_uri_for(issuer, jwks_path))}",
         "",
-        "Register the issuer as an IAM OIDC provider (once per AWS account):",
+        "Register the issuer as an IAM OIDC provider (once per issuer, in each account whose",
+        "roles trust its tokens):",
         (
             f"  aws iam create-open-id-connect-provider --url {shlex.quote(issuer)} "
             f"--client-id-list {' '.join(shlex.quote(a) for a in audiences)}"
@@ -434,6 +521,11 @@ def oidc_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
             print(f"{PROG} oidc: --from-jwks is not used with --print-apiserver-flags", file=stderr)
             return 2
         shown = issuer or "https://ISSUER"
+        previous = list(dict.fromkeys(values["previous-issuer"]))
+        if shown in previous:
+            # kube-apiserver refuses an issuer given twice.
+            print(f"{PROG} oidc: --previous-issuer must differ from --issuer", file=stderr)
+            return 2
         for warning in issuer_warnings(issuer) if issuer else []:
             _warn(stderr, "oidc", warning)
         text = apiserver_flags(
@@ -441,10 +533,19 @@ def oidc_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
             key_files=key_files or ["/etc/kubernetes/pki/sa.pub"],
             signing_key_file=values["signing-key"],
             jwks_uri=jwks_uri_for(shown, jwks_path),
+            previous_issuers=previous,
         )
         print(text, file=stdout)
         return 0
 
+    if values["previous-issuer"]:
+        print(
+            f"{PROG} oidc: --previous-issuer is only used with --print-apiserver-flags", file=stderr
+        )
+        return 2
+    if values["ca"] and not values["from-jwks"].startswith("https://"):
+        print(f"{PROG} oidc: --ca is only used with --from-jwks https://...", file=stderr)
+        return 2
     if not issuer:
         print(f"{PROG} oidc: --issuer URL is required", file=stderr)
         return 2
@@ -472,7 +573,8 @@ def oidc_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
             warnings += pem_warnings
         if values["from-jwks"]:
             source = values["from-jwks"]
-            from_jwks, jwks_warnings = parse_jwks(_read_jwks_source(source), source)
+            data = _read_jwks_source(source, values["ca"])
+            from_jwks, jwks_warnings = parse_jwks(data, source)
             collected += from_jwks
             warnings += jwks_warnings
         keys = unique_keys(collected)

@@ -24,7 +24,15 @@ __all__ = ["cluster"]
 
 HERE = Path(__file__).resolve().parent
 TOOLS = pytest.StashKey[Tools]()
-TOOL_FIXTURES = {"kustomize", "helm", "hadolint", "renderer", "render", "deploy_tools"}
+TOOL_FIXTURES = {
+    "kustomize",
+    "helm",
+    "hadolint",
+    "shellcheck",
+    "renderer",
+    "render",
+    "deploy_tools",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,7 +63,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     deploy_items = [item for item in session.items if Path(item.path).is_relative_to(HERE)]
     if TOOLS not in config.stash and any(_needs_tools(item) for item in deploy_items):
         if reporter is not None:
-            reporter.write_line("deploy: looking for kustomize, helm, hadolint (install-tools.sh)")
+            reporter.write_line(
+                "deploy: looking for kustomize, helm, hadolint, shellcheck (install-tools.sh)"
+            )
         config.stash[TOOLS] = find_tools(_log_path(config, "install-tools.log"))
     # The e2e tier's binaries, built if need be outside any test's timeout (as tests/e2e does
     # when its own tests are collected).
@@ -106,6 +116,11 @@ def helm(deploy_tools: Tools) -> Path:
 @pytest.fixture(scope="session")
 def hadolint(deploy_tools: Tools) -> Path:
     return _tool(deploy_tools, "hadolint")
+
+
+@pytest.fixture(scope="session")
+def shellcheck(deploy_tools: Tools) -> Path:
+    return _tool(deploy_tools, "shellcheck")
 
 
 @pytest.fixture(scope="session")

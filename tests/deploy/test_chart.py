@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.rendering import (
     CHART,
@@ -143,6 +145,24 @@ def test_existing_secret_mode_only_sets_the_ca_bundle(renderer: Renderer, helm: 
     assert volumes[0]["secret"]["secretName"] == "my-webhook-tls"
 
 
+@pytest.mark.parametrize("mode", ["secret", "bootstrap"])
+def test_secret_name_defaults_to_the_documented_fullname_cert(
+    renderer: Renderer, helm: Path, mode: str
+) -> None:
+    """values.yaml says secretName defaults to <fullname>-cert; the schema must let it."""
+    certs = renderer.helm_certs()
+    args = ["--set", f"certificates.mode={mode}"]
+    if mode == "secret":
+        args += ["--set-file", f"certificates.caCrt={certs / 'ca.crt'}"]
+    objects = renderer.helm_template(*args)
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = (v for v in spec["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] == f"{NAME}-cert"
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert values["certificates"]["secretName"] == ""
+    assert "Defaults to <fullname>-cert" in (CHART / "values.yaml").read_text(encoding="utf-8")
+
+
 def test_flags_follow_the_config_values(renderer: Renderer, helm: Path) -> None:
     objects = renderer.helm_template(
         "--set",
@@ -215,3 +235,39 @@ def test_invalid_values_are_refused(helm: Path, args: list[str], message: str) -
     result = _template(helm, *args)
     assert result.returncode != 0, result.stdout[:500]
     assert message in result.stderr, result.stderr
+
+
+def test_readme_documents_every_certificate_mode_with_a_command_that_renders(
+    renderer: Renderer, helm: Path
+) -> None:
+    """charts/.../README.md: a section and a `helm install` per mode of the schema, and each
+    command's values render (--set-file paths taken from `certs` output of the same names)."""
+    import shlex
+
+    from tests.test_docs import fenced_blocks
+
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    modes = schema["properties"]["certificates"]["properties"]["mode"]["enum"]
+    certs = renderer.helm_certs()
+    rendered = {}
+    for text in fenced_blocks(readme):
+        for command in text.replace("\\\n", " ").splitlines():
+            argv = shlex.split(command, comments=True)
+            if argv[:2] != ["helm", "install"]:
+                continue
+            values: list[str] = []
+            for flag, value in itertools.pairwise(argv):
+                if flag == "--set":
+                    values += [flag, value]
+                elif flag == "--set-file":
+                    key, _, path = value.partition("=")
+                    values += [flag, f"{key}={certs / Path(path).name}"]
+            mode = next((v.split("=")[1] for v in values if "certificates.mode=" in v), None)
+            objects = renderer.helm_template(*values)
+            rendered[mode or "cert-manager"] = objects
+    for mode in modes:
+        assert f"**{mode}**" in readme, mode
+        assert mode in rendered, f"no helm install example for {mode}"
+    bootstrap = container(one(rendered["bootstrap"], "Deployment"))
+    assert "--cert-bootstrap=true" in bootstrap["args"]

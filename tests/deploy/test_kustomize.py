@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.rendering import (
     KUSTOMIZE_VARIANTS,
@@ -170,3 +171,64 @@ def test_self_signed_overlay_needs_the_script_output_first(kustomize: Path, tmp_
 def test_generated_certificates_are_never_committed() -> None:
     ignore = (MANIFESTS / "overlays" / "self-signed" / ".gitignore").read_text(encoding="utf-8")
     assert "/generated/" in ignore.splitlines()
+
+
+def test_documented_out_of_tree_overlay_sets_the_image_and_leaves_the_checkout_alone(
+    renderer: Renderer, kustomize: Path, tmp_path: Path
+) -> None:
+    """manifests/README.md's own overlay with `images:`, laid out as it says: next to a
+    checkout, which the build neither needs to edit nor changes."""
+    from tests.test_docs import MANIFESTS_README, block
+
+    text = block(
+        MANIFESTS_README.read_text(encoding="utf-8"),
+        "# my-webhook/kustomization.yaml, next to a checkout of this repository",
+    )
+    (tmp_path / "pod-identity-webhook").symlink_to(MANIFESTS.parent)
+    overlay = tmp_path / "my-webhook"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(text, encoding="utf-8")
+    files = [p for p in MANIFESTS.rglob("*") if p.is_file() and "generated" not in p.parts]
+    before = {p: p.read_bytes() for p in files}
+    objects = renderer.kustomize_build(overlay)
+    assert container(one(objects, "Deployment", NAME))["image"] == (
+        "registry.example.com/platform/pod-identity-webhook:0.1.0"
+    )
+    # Apart from the image, the cert-manager overlay's objects.
+    reference = renderer.kustomize_build(MANIFESTS / "overlays" / "cert-manager")
+    container(one(reference, "Deployment", NAME))["image"] = container(
+        one(objects, "Deployment", NAME)
+    )["image"]
+    assert objects == reference
+    assert {p: p.read_bytes() for p in files} == before
+
+
+def test_guide_overlay_does_the_whole_install_step(renderer: Renderer, tmp_path: Path) -> None:
+    """docs/self-hosted-irsa.md step 8: its overlay of the self-signed overlay gives the
+    namespace with its Pod Security labels, the Secret, the caBundle, the image and the
+    region; nothing is left for the reader to write."""
+    from tests.test_docs import IRSA_GUIDE, block
+
+    text = block(
+        IRSA_GUIDE.read_text(encoding="utf-8"),
+        "# my-webhook/kustomization.yaml, next to a checkout of this repository",
+    )
+    # A checkout whose self-signed overlay has its generated/ inputs, as self-signed.sh leaves.
+    (tmp_path / "pod-identity-webhook").symlink_to(renderer.manifests_copy().parent)
+    overlay = tmp_path / "my-webhook"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(text, encoding="utf-8")
+    objects = renderer.kustomize_build(overlay)
+
+    namespace = one(objects, "Namespace", NAME)
+    base = yaml.safe_load((MANIFESTS / "base" / "namespace.yaml").read_text(encoding="utf-8"))
+    assert base["metadata"]["labels"].items() <= namespace["metadata"]["labels"].items()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    one(objects, "Secret", SECRET)
+    for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"):
+        one(objects, kind, NAME)
+    (hook,) = one(objects, "MutatingWebhookConfiguration", NAME)["webhooks"]
+    assert hook["clientConfig"]["caBundle"]
+    spec = container(one(objects, "Deployment", NAME))
+    assert spec["image"] == "registry.example.com/platform/pod-identity-webhook:0.1.0"
+    assert "--aws-default-region=us-west-2" in spec["args"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -60,7 +62,7 @@ def test_tools_go_to_a_cache_outside_the_repository(tmp_path: Path) -> None:
 
 def test_tool_versions_are_pinned_exactly() -> None:
     pins = _pins()
-    assert set(pins) == {"kustomize", "helm", "hadolint", "kind"}
+    assert set(pins) == {"kustomize", "helm", "hadolint", "shellcheck", "kind"}
     for version in pins.values():
         assert version.lstrip("v")[0].isdigit()
         assert version.count(".") == 2
@@ -80,6 +82,7 @@ def test_installed_tools_report_the_pinned_versions(deploy_tools: Tools) -> None
         "kustomize": ["version"],
         "helm": ["version", "--template", "{{.Version}}"],
         "hadolint": ["--version"],
+        "shellcheck": ["--version"],
     }
     for name, path in deploy_tools.paths.items():
         output = subprocess.run(
@@ -238,13 +241,46 @@ def test_apply_and_delete_go_through_kubectl_webhook_configuration_deleted_first
     assert "kind: Deployment" in lines[6]
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_scripts_pass_shellcheck() -> None:
-    scripts = sorted(SCRIPTS.glob("*.sh"))
+def _shell_scripts() -> list[Path]:
+    """Every committed file that is a shell script: *.sh, or a sh/bash shebang (.ci/run)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], capture_output=True, check=True, cwd=REPO, timeout=30
+    ).stdout.decode()
+    scripts = []
+    for name in filter(None, listed.split("\0")):
+        path = REPO / name
+        if not path.is_file():
+            continue
+        with path.open("rb") as handle:
+            first = handle.readline()
+        if name.endswith(".sh") or re.match(rb"#!\S*(/env )?\S*\b(ba)?sh\b", first):
+            scripts.append(path)
+    return sorted(scripts)
+
+
+def test_every_shell_script_passes_shellcheck(shellcheck: Path) -> None:
+    """Required in CI (install-tools.sh installs shellcheck like the other tools)."""
+    scripts = _shell_scripts()
+    assert {SCRIPTS / "install-tools.sh", REPO / ".ci" / "run"} <= set(scripts)
     result = subprocess.run(
-        ["shellcheck", *map(str, scripts)], capture_output=True, text=True, check=False, timeout=60
+        [str(shellcheck), *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_finds_what_it_is_for(shellcheck: Path, tmp_path: Path) -> None:
+    """The installed binary really checks: an unquoted variable is reported."""
+    script = tmp_path / "bad.sh"
+    script.write_text("#!/bin/sh\nrm $1\n", encoding="utf-8")
+    result = subprocess.run(
+        [str(shellcheck), str(script)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode != 0
+    assert "SC2086" in result.stdout
 
 
 def test_kind_up_stops_early_without_a_docker_engine(tmp_path: Path) -> None:
@@ -255,3 +291,67 @@ def test_kind_up_stops_early_without_a_docker_engine(tmp_path: Path) -> None:
     result = _script(SCRIPTS / "kind-up.sh", env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert result.returncode != 0
     assert "the Docker engine does not answer" in result.stderr
+
+
+# --- Makefile targets that call these tools ------------------------------------------------
+
+
+def _make(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_make_request_without_a_server_shows_curls_error_only() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = _make("-s", "request", f"PORT={port}")
+    assert result.returncode != 0
+    assert "curl: (" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def _stand_ins(tmp_path: Path, docker_status: int, kind: bool) -> dict[str, str]:
+    """PATH with a docker (exiting docker_status) and optionally a recording kind; no cache."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!/bin/sh\nexit {docker_status}\n", encoding="utf-8")
+    if kind:
+        (bin_dir / "kind").write_text(
+            f'#!/bin/sh\necho "$*" > "{tmp_path}/kind.args"\n', encoding="utf-8"
+        )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    system = "/usr/local/bin:/usr/bin:/bin"
+    if shutil.which("kind", path=system):
+        pytest.skip("a kind is installed system-wide; this test needs a machine without one")
+    return {"PATH": f"{bin_dir}:{system}", "POD_IDENTITY_WEBHOOK_CACHE": str(tmp_path / "cache")}
+
+
+def test_kind_down_without_docker_says_so_and_builds_nothing(tmp_path: Path) -> None:
+    result = _make("kind-down", env=_stand_ins(tmp_path, docker_status=1, kind=False))
+    assert result.returncode != 0
+    assert "the Docker engine does not answer" in result.stderr
+    assert "building" not in result.stderr
+    assert not (tmp_path / "cache" / "bin" / "kind").exists()
+
+
+def test_kind_down_without_kind_says_so_and_builds_nothing(tmp_path: Path) -> None:
+    result = _make("kind-down", env=_stand_ins(tmp_path, docker_status=0, kind=False))
+    assert result.returncode != 0
+    assert "kind is not installed" in result.stderr
+    assert not (tmp_path / "cache" / "bin" / "kind").exists()
+
+
+def test_kind_down_deletes_the_cluster_with_kind(tmp_path: Path) -> None:
+    env = _stand_ins(tmp_path, docker_status=0, kind=True)
+    result = _make("kind-down", "KIND_CLUSTER=piw-test", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "kind.args").read_text() == "delete cluster --name piw-test\n"

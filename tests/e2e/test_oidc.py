@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.cluster import Cluster, Namespace
+from tests.e2e.cluster import Cluster, Namespace, client_context, https_get
 from tests.e2e.helpers import ROLE, ROLE_ARN
+from tests.e2e.kube import Kube, configuration
+from tests.e2e.processes import Process, free_port, wait_until
 from tests.e2e.test_token import _verify
 from webhook.cli import run
 
@@ -69,3 +71,107 @@ def test_published_documents_match_the_api_server_and_verify_its_tokens(
     assert claims["iss"] == cluster.issuer
     manifest = yaml.safe_load(manifest_text)
     assert manifest["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == ROLE
+
+
+def _api_server(
+    cluster: Cluster, workdir: Path, name: str, flags: list[str]
+) -> tuple[Process, int]:
+    """Another kube-apiserver on the cluster's etcd with these service-account flags; its port."""
+    port = free_port()
+    process = Process(
+        name,
+        [
+            str(cluster.binaries.kube_apiserver),
+            f"--etcd-servers={cluster.etcd_url}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={workdir / name}",
+            f"--tls-cert-file={cluster.apiserver_cert.cert_path}",
+            f"--tls-private-key-file={cluster.apiserver_cert.key_path}",
+            f"--client-ca-file={cluster.cluster_ca.cert_path}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            *flags,
+        ],
+        workdir / f"{name}.log",
+        env=cluster.env,
+    )
+    context = client_context(
+        cluster.cluster_ca.cert_path, cluster.admin_cert.cert_path, cluster.admin_cert.key_path
+    )
+    try:
+        wait_until(
+            lambda: https_get(port, "/readyz", context)[0] == 200,
+            timeout=45.0,
+            what=f"{name} /readyz",
+            alive=lambda: None if process.running else f"{name} exited; see {process.log_path}",
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return process, port
+
+
+def _authenticated(kube: Kube, token: str) -> bool:
+    review = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    }
+    answer = kube.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review)
+    return bool(answer.body["status"].get("authenticated"))
+
+
+def _admin(cluster: Cluster, port: int) -> Kube:
+    return Kube(
+        configuration(
+            f"https://127.0.0.1:{port}",
+            cluster.cluster_ca.cert_path,
+            cluster.admin_cert.cert_path,
+            cluster.admin_cert.key_path,
+        )
+    )
+
+
+def test_two_issuer_flags_keep_the_running_clusters_tokens_valid(
+    ns: Namespace, cluster: Cluster, tmp_path: Path
+) -> None:
+    """`oidc --print-apiserver-flags --previous-issuer`, given to a real kube-apiserver: it signs
+    with the new issuer and still accepts the tokens Pods got before; the one-issuer form does
+    not (the reason for the option)."""
+    ns.service_account("app", {ROLE_ARN: ROLE})
+    path = f"/api/v1/namespaces/{ns.name}/serviceaccounts/app/token"
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+    # A token a Pod holds today: issued by the running cluster, for its default audience.
+    old_token = cluster.admin.request("POST", path, request).body["status"]["token"]
+    new_issuer = "https://irsa-e2e.s3.us-west-2.amazonaws.com/cluster1"
+
+    def printed(*extra: str) -> list[str]:
+        text = _command(
+            "oidc",
+            "--print-apiserver-flags",
+            f"--issuer={new_issuer}",
+            f"--key={cluster.sa_key}",
+            f"--signing-key={cluster.sa_key}",
+            *extra,
+        )
+        return [line for line in text.splitlines() if line.startswith("--")]
+
+    jwks = cluster.admin.get("/openid/v1/jwks", accept="application/jwk-set+json")
+    for name, flags, old_accepted in (
+        ("apiserver-one-issuer", printed(), False),
+        ("apiserver-two-issuers", printed(f"--previous-issuer={cluster.issuer}"), True),
+    ):
+        process, port = _api_server(cluster, tmp_path, name, flags)
+        kube = _admin(cluster, port)
+        try:
+            assert _authenticated(kube, old_token) is old_accepted, name
+            new_token = kube.request("POST", path, request).body["status"]["token"]
+            _, claims = _verify(new_token, jwks)
+            assert claims["iss"] == new_issuer
+            assert _authenticated(kube, new_token)
+        finally:
+            kube.close()
+            process.stop()

