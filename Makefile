@@ -39,6 +39,7 @@ bench-upstream: install
 lint: install
 	$(BIN)/ruff format --check webhook tests examples
 	$(BIN)/ruff check webhook tests examples
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 fmt: install

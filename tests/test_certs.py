@@ -19,16 +19,16 @@ from cryptography.x509 import DNSName, IPAddress
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from webhook.certs import (
+from webhook.certificates.issuing import (
     ca_bundle,
     certificate_expiry,
     certificate_serial,
-    certs_command,
     make_ca,
     make_serving_cert,
     names_cover,
     service_dns_names,
 )
+from webhook.cli.certs import certs_command
 from webhook.errors import ConfigError
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)

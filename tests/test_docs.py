@@ -283,7 +283,7 @@ def test_guide_decodes_the_token_header_with_its_kid(name: str, tmp_path: Path):
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from webhook.jwks import key_id
+    from webhook.irsa.jwks import key_id
 
     key = ec.generate_private_key(ec.SECP256R1())
     header = {"alg": "ES256", "kid": key_id(key.public_key())}
@@ -319,10 +319,10 @@ def test_guide_decodes_the_token_header_with_its_kid(name: str, tmp_path: Path):
 def test_readme_layout_names_every_module():
     markdown = README.read_text(encoding="utf-8")
     table = markdown[markdown.index("| module | role |") :].split("\n\n", 1)[0]
-    named = set(re.findall(r"`(webhook/\w+\.py)`", table))
+    named = set(re.findall(r"`(webhook/[\w/]+\.py)`", table))
     modules = {
-        f"webhook/{path.name}"
-        for path in (REPO / "webhook").glob("*.py")
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "webhook").rglob("*.py")
         if not path.name.startswith("__")
     }
     assert named == modules

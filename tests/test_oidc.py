@@ -2,7 +2,7 @@
 
 The reference documents in tests/data/oidc come from kube-apiserver's own code (see its
 README), so equality with them means a token the API server signs verifies against what we
-publish. The JWT helpers below are written from the RFCs, independently of webhook.oidc.
+publish. The JWT helpers below are written from the RFCs, independently of webhook.irsa.oidc.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
-from webhook import oidc
+from webhook.cli import oidc
+from webhook.cli.oidc import oidc_command
+from webhook.cli.trust_policy import trust_policy_command
 from webhook.errors import ConfigError
-from webhook.jwks import (
+from webhook.irsa import oidc as irsa_oidc
+from webhook.irsa.jwks import (
     PublishedKey,
     jwk_from_public_key,
     jwks_document,
@@ -45,14 +48,13 @@ from webhook.jwks import (
     signing_algorithms,
     unique_keys,
 )
-from webhook.oidc import discovery_document, oidc_command, s3_location
-from webhook.trustpolicy import (
+from webhook.irsa.oidc import discovery_document, s3_location
+from webhook.irsa.trustpolicy import (
     OidcProvider,
     parse_provider,
     parse_service_account,
     service_account_manifest,
     trust_policy,
-    trust_policy_command,
 )
 
 DATA = Path(__file__).parent / "data" / "oidc"
@@ -237,7 +239,7 @@ def test_documents_equal_kube_apiservers_byte_for_byte(kind):
         loaded += [PublishedKey(k, key_id(k)) for k in found]
     issuer = "https://issuer.example.com"
     assert compact(jwks_document(loaded)) == (DATA / "k8s-jwks.json").read_text()
-    config = discovery_document(issuer, oidc.jwks_uri_for(issuer), signing_algorithms(loaded))
+    config = discovery_document(issuer, irsa_oidc.jwks_uri_for(issuer), signing_algorithms(loaded))
     assert compact(config) == (DATA / "k8s-openid-configuration.json").read_text()
 
 
@@ -246,7 +248,7 @@ def test_rsa3072_p384_p521_documents_equal_kube_apiservers():
     loaded = [PublishedKey(k, key_id(k)) for k in found]
     assert compact(jwks_document(loaded)) == (DATA / "go-jwks.json").read_text()
     issuer = "https://oidc.example.com/cluster"
-    config = discovery_document(issuer, oidc.jwks_uri_for(issuer), signing_algorithms(loaded))
+    config = discovery_document(issuer, irsa_oidc.jwks_uri_for(issuer), signing_algorithms(loaded))
     assert compact(config) == (DATA / "go-openid-configuration.json").read_text()
 
 
@@ -555,7 +557,7 @@ def test_weak_rsa_in_a_jwks_is_refused():
 )
 def test_unusable_issuers_are_refused(issuer):
     with pytest.raises(ValueError, match="issuer"):
-        oidc.check_issuer(issuer)
+        irsa_oidc.check_issuer(issuer)
 
 
 def test_discovery_document_has_kube_apiservers_members():
@@ -570,8 +572,8 @@ def test_discovery_document_has_kube_apiservers_members():
 
 
 def test_jwks_uri_never_doubles_the_slash():
-    assert oidc.jwks_uri_for("https://h/") == "https://h/openid/v1/jwks"
-    assert oidc.jwks_uri_for("https://h/p", "keys.json") == "https://h/p/keys.json"
+    assert irsa_oidc.jwks_uri_for("https://h/") == "https://h/openid/v1/jwks"
+    assert irsa_oidc.jwks_uri_for("https://h/p", "keys.json") == "https://h/p/keys.json"
 
 
 @pytest.mark.parametrize(
@@ -591,13 +593,13 @@ def test_s3_location_of_an_issuer(issuer, expected):
 
 
 def test_issuer_warnings():
-    assert oidc.issuer_warnings(ISSUER) == []
+    assert irsa_oidc.issuer_warnings(ISSUER) == []
     assert (
-        "trailing" in oidc.issuer_warnings("https://h/")[0]
-        or "ends with" in (oidc.issuer_warnings("https://h/")[0])
+        "trailing" in irsa_oidc.issuer_warnings("https://h/")[0]
+        or "ends with" in (irsa_oidc.issuer_warnings("https://h/")[0])
     )
-    assert "dots" in oidc.issuer_warnings("https://my.bucket.s3.amazonaws.com")[0]
-    assert "255" in oidc.issuer_warnings("https://h/" + "a" * 300)[0]
+    assert "dots" in irsa_oidc.issuer_warnings("https://my.bucket.s3.amazonaws.com")[0]
+    assert "255" in irsa_oidc.issuer_warnings("https://h/" + "a" * 300)[0]
 
 
 # --- the oidc command -------------------------------------------------------------------------------
@@ -1113,7 +1115,7 @@ def test_print_apiserver_flags_refuses_previous_issuers_kube_apiserver_refuses(a
 
 def test_previous_issuers_kube_apiserver_accepts():
     for issuer in ("k3s", "https://kubernetes.default.svc.cluster.local", "https://10.0.0.1:6443"):
-        assert oidc.check_previous_issuer(issuer) == issuer
+        assert irsa_oidc.check_previous_issuer(issuer) == issuer
 
 
 def test_previous_issuer_is_only_for_the_api_server_flags(tmp_path, keys):

@@ -44,7 +44,7 @@ class ParsedFlags:
     positional: tuple[str, ...]
 
 
-def parse_args(argv: Sequence[str], specs: Iterable[FlagSpec]) -> ParsedFlags:
+def parse_args(argv: Sequence[str], specs: Iterable[FlagSpec]) -> ParsedFlags:  # noqa: C901, PLR0912, PLR0915 - pflag's grammar is one state machine; split, it reads worse
     """Parse argv the way pflag does; values not given keep their defaults."""
     by_name = {spec.name: spec for spec in specs}
     by_short = {spec.shorthand: spec for spec in by_name.values() if spec.shorthand}

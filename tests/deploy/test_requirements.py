@@ -27,7 +27,7 @@ from tests.deploy.rendering import (
     port_number,
     selects,
 )
-from webhook.certs import service_dns_names, subject_alt_names
+from webhook.certificates.issuing import service_dns_names, subject_alt_names
 from webhook.config import config_from_argv
 
 Render = Callable[[Variant], list[Obj]]

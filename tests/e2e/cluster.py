@@ -34,7 +34,7 @@ from tests.e2e.kube import (
     write_kubeconfig,
 )
 from tests.e2e.processes import Process, free_port, wait_until
-from webhook.certs import ca_bundle
+from webhook.certificates.issuing import ca_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

@@ -1,6 +1,6 @@
 """Certificates and keys for the throw-away cluster: CAs, serving and client certificates.
 
-The CA and serving certificates come from the webhook's own `webhook.certs` (so the e2e tier
+The CA and serving certificates come from the webhook's own `webhook.certificates.issuing` (so the e2e tier
 also proves they are acceptable to Go's crypto/x509); client certificates are made here, because
 the webhook never needs one.
 """
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.certs import make_ca, make_serving_cert
+from webhook.certificates.issuing import make_ca, make_serving_cert
 
 
 @dataclass(frozen=True)

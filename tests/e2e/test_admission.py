@@ -30,7 +30,7 @@ from tests.e2e.helpers import (
 from tests.e2e.kube import ApiError
 from tests.e2e.processes import wait_until
 from tests.e2e.sidecar import SIDECAR, SIDECAR_LABEL, SidecarInjector
-from webhook.certs import ca_bundle
+from webhook.certificates.issuing import ca_bundle
 
 pytestmark = pytest.mark.e2e
 

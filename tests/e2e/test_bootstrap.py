@@ -19,7 +19,7 @@ from cryptography import x509
 from tests.e2e.cluster import MANIFESTS, WEBHOOK_NAMESPACE, Cluster, WebhookProcess, metric_value
 from tests.e2e.kube import load_manifests
 from tests.e2e.processes import wait_until
-from webhook.certs import make_ca, make_serving_cert
+from webhook.certificates.issuing import make_ca, make_serving_cert
 
 pytestmark = pytest.mark.e2e
 

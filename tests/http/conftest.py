@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
 from tests.http.helpers import JSON, SERVICE_ACCOUNTS, lowest
+from webhook.certificates.issuing import make_ca, make_serving_cert
 from webhook.certificates.serving import CertificateReloader
-from webhook.certs import make_ca, make_serving_cert
 from webhook.config import Config
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
 from webhook.server.metrics import Metrics

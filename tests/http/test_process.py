@@ -36,7 +36,7 @@ from tests.http.helpers import (
     sample_review,
     wait_until_sync,
 )
-from webhook.certs import certificate_expiry, certificate_serial, make_serving_cert
+from webhook.certificates.issuing import certificate_expiry, certificate_serial, make_serving_cert
 
 pytestmark = pytest.mark.timeout(30)
 

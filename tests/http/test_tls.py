@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.http.conftest import Authority, CertFiles
 from tests.http.helpers import JSON, SERVICE_ACCOUNTS, lowest, sample_review, wait_until
+from webhook.certificates.issuing import certificate_serial
 from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
-from webhook.certs import certificate_serial
 from webhook.config import Config
 from webhook.server.app import Webhook, make_webhook_app
 from webhook.server.metrics import Metrics

@@ -11,7 +11,7 @@ import pytest
 
 from tests.kube.fakeapi import FakeApi
 from tests.kube.helpers import eventually
-from webhook.certs import make_ca, make_serving_cert
+from webhook.certificates.issuing import make_ca, make_serving_cert
 from webhook.config import Config
 from webhook.errors import ConfigError
 from webhook.server import lifecycle

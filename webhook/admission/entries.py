@@ -239,23 +239,24 @@ def parse_container_credentials(text: str) -> frozenset[tuple[str, str]]:
         return frozenset()
     if not isinstance(identities, list):
         raise ValueError("`identities` is not a list")
-    pairs = set()
-    for index, item in enumerate(identities):
-        if item is None:
-            pairs.add(("", ""))
-            continue
-        if not isinstance(item, dict):
-            raise ValueError(f"identities[{index}] is not an object")
-        fields = []
-        for name in ("namespace", "serviceAccount"):
-            value = go_json_field(item, name)
-            if value is MISSING or value is None:
-                value = ""
-            if not isinstance(value, str):
-                raise ValueError(f"identities[{index}].{name} is not a string")
-            fields.append(value)
-        pairs.add((fields[0], fields[1]))
-    return frozenset(pairs)
+    return frozenset(_identity(item, index) for index, item in enumerate(identities))
+
+
+def _identity(item: Any, index: int) -> tuple[str, str]:
+    """One identity as Go decodes it: null, or missing and null fields, are empty strings."""
+    if item is None:
+        return "", ""
+    if not isinstance(item, dict):
+        raise ValueError(f"identities[{index}] is not an object")
+    fields = []
+    for name in ("namespace", "serviceAccount"):
+        value = go_json_field(item, name)
+        if value is MISSING or value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ValueError(f"identities[{index}].{name} is not a string")
+        fields.append(value)
+    return fields[0], fields[1]
 
 
 def parse_skip_containers(text: str) -> frozenset[str] | None:

@@ -6,6 +6,7 @@ rule additions and the same messages.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,49 +60,56 @@ class Extras:
 async def extend(
     pod: Mapping[str, Any], decision: Decision, extensions: Extensions, *, config: MutationConfig
 ) -> Extras:
-    """Judge the decision against the policy, then run the rules on the mutated Pod."""
+    """Judge the decision against the policy, then run the rules on the mutated Pod (not when
+    the policy already denies it)."""
+    judged = _judge(extensions.policy, decision) if extensions.policy is not None else Extras()
+    if not extensions.rules or judged.denial:
+        return judged
+    ruled = await _run(extensions, pod, decision, config)
+    return dataclasses.replace(
+        ruled,
+        warnings=(*judged.warnings, *ruled.warnings),
+        violations=judged.violations,
+        audit={**judged.audit, **ruled.audit},
+    )
+
+
+def _judge(policy: Policy, decision: Decision) -> Extras:
+    judgement = evaluate(policy, decision.namespace, decision)
+    violations = judgement.violations
+    audit = {"policy-violations": ",".join(sorted({v.rule for v in violations}))}
+    return Extras(
+        warnings=tuple(f"pod-identity-webhook: {v.message}" for v in judgement.audited),
+        denial=judgement.denial,
+        violations=violations,
+        audit=audit if violations else {},
+    )
+
+
+async def _run(
+    extensions: Extensions, pod: Mapping[str, Any], decision: Decision, config: MutationConfig
+) -> Extras:
+    mutated = jsonpatch.apply_patch(dict(pod), list(decision.patch))
+    request = make_request(mutated, decision, config)
+    outcomes = await run_rules(extensions.rules, request, seconds=extensions.rule_timeout)
     warnings: list[str] = []
     denials: list[str] = []
-    audit: dict[str, str] = {}
-    violations: tuple[Violation, ...] = ()
-    if extensions.policy is not None:
-        judgement = evaluate(extensions.policy, decision.namespace, decision)
-        violations = judgement.violations
-        if judgement.denial:
-            denials.append(judgement.denial)
-        warnings.extend(f"pod-identity-webhook: {v.message}" for v in judgement.audited)
-        if violations:
-            audit["policy-violations"] = ",".join(sorted({v.rule for v in violations}))
-    patch: list[PatchOp] = []
-    errors: list[tuple[str, str]] = []
-    if extensions.rules and not denials:
-        mutated = jsonpatch.apply_patch(dict(pod), list(decision.patch))
-        request = make_request(mutated, decision, config)
-        outcomes = await run_rules(extensions.rules, request, seconds=extensions.rule_timeout)
-        results = []
-        for outcome in outcomes:
-            if outcome.error is not None:
-                errors.append((outcome.name, outcome.error))
-                if extensions.failure_policy == "deny":
-                    denials.append(f"rule {outcome.name} failed ({outcome.error})")
-                continue
-            if outcome.result is None:
-                continue
-            if outcome.result.deny:
-                denials.append(f"rule {outcome.name}: {outcome.result.deny}")
-            warnings.extend(f"{outcome.name}: {w}" for w in outcome.result.warnings)
-            results.append(outcome.result)
-        patch, refused = rule_patch(mutated, decision, results)
-        warnings.extend(f"pod-identity-webhook: {r}" for r in dict.fromkeys(refused))
-        if errors:
-            audit["rule-errors"] = ",".join(name for name, _ in errors)
+    errors = [(o.name, o.error) for o in outcomes if o.error is not None]
+    if extensions.failure_policy == "deny":
+        denials += [f"rule {name} failed ({error})" for name, error in errors]
+    results = [(o.name, o.result) for o in outcomes if o.result is not None]
+    for name, result in results:
+        if result.deny:
+            denials.append(f"rule {name}: {result.deny}")
+        warnings.extend(f"{name}: {w}" for w in result.warnings)
+    patch, refused = rule_patch(mutated, decision, [result for _, result in results])
+    warnings.extend(f"pod-identity-webhook: {r}" for r in dict.fromkeys(refused))
     return Extras(
         patch=tuple(patch),
         warnings=tuple(warnings),
         denial="; ".join(denials) if denials else None,
-        violations=violations,
         rule_errors=tuple(errors),
-        audit=audit,
+        audit={"rule-errors": ",".join(name for name, _ in errors)} if errors else {},
     )
 
 

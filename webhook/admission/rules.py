@@ -174,82 +174,97 @@ def _names(items: Any) -> set[Any]:
     return {i.get("name") for i in items or () if isinstance(i, dict)}
 
 
+class _Builder:
+    """What the Pod already has, so each addition is an `add` of something absent."""
+
+    def __init__(self, pod: Mapping[str, Any], targets: Sequence[str]) -> None:
+        self.pod, self.targets = pod, targets
+        self.ops: list[PatchOp] = []
+        self.refused: list[str] = []
+        spec = pod.get("spec") or {}
+        metadata = pod.get("metadata") or {}
+        containers = {
+            f"/spec/{f}/{i}": c
+            for f in ("initContainers", "containers")
+            for i, c in enumerate(spec.get(f) or [])
+        }
+        chosen = {t: containers[t] for t in targets}
+        self.env = {t: _names(c.get("env")) for t, c in chosen.items()}
+        self.mounts = {t: _names(c.get("volumeMounts")) for t, c in chosen.items()}
+        self.paths = {
+            t: {m.get("mountPath") for m in c.get("volumeMounts") or []} for t, c in chosen.items()
+        }
+        self.lists = {
+            (t, f): c.get(f) is not None for t, c in chosen.items() for f in ("env", "volumeMounts")
+        }
+        self.volumes = _names(spec.get("volumes"))
+        self.lists["/spec", "volumes"] = spec.get("volumes") is not None
+        maps = {"labels": metadata.get("labels"), "annotations": metadata.get("annotations")}
+        self.keys: dict[str, set[str]] = {k: set(v or {}) for k, v in maps.items()}
+        self.has_map = {k: v is not None for k, v in maps.items()}
+
+    def _append(self, base: str, field_name: str, item: Any) -> None:
+        if self.lists[base, field_name]:
+            self.ops.append({"op": "add", "path": f"{base}/{field_name}/-", "value": item})
+        else:
+            self.ops.append({"op": "add", "path": f"{base}/{field_name}", "value": [item]})
+            self.lists[base, field_name] = True
+
+    def add_env(self, var: Mapping[str, Any]) -> None:
+        name = var.get("name")
+        if name in RESERVED_VARIABLES:
+            self.refused.append(f"{name} is set by the webhook itself; a rule cannot add it")
+            return
+        for target in self.targets:
+            if name not in self.env[target]:
+                self.env[target].add(name)
+                self._append(target, "env", dict(var))
+
+    def add_mount(self, mount: Mapping[str, Any]) -> None:
+        for target in self.targets:
+            if mount.get("name") in self.mounts[target]:
+                continue
+            if mount.get("mountPath") in self.paths[target]:
+                self.refused.append(f"mount path {mount.get('mountPath')} is already used")
+                continue
+            self.mounts[target].add(mount.get("name"))
+            self.paths[target].add(mount.get("mountPath"))
+            self._append(target, "volumeMounts", dict(mount))
+
+    def add_volume(self, volume: Mapping[str, Any]) -> None:
+        if volume.get("name") not in self.volumes:
+            self.volumes.add(volume.get("name"))
+            self._append("/spec", "volumes", dict(volume))
+
+    def add_metadata(self, kind: str, key: str, value: str) -> None:
+        if key in self.keys[kind]:
+            return
+        self.keys[kind].add(key)
+        if self.pod.get("metadata") is None and not any(o["path"] == "/metadata" for o in self.ops):
+            self.ops.append({"op": "add", "path": "/metadata", "value": {}})
+        if self.has_map[kind]:
+            path = f"/metadata/{kind}/{escape_pointer(key)}"
+            self.ops.append({"op": "add", "path": path, "value": value})
+        else:
+            self.ops.append({"op": "add", "path": f"/metadata/{kind}", "value": {key: value}})
+            self.has_map[kind] = True
+
+
 def rule_patch(
     pod: Mapping[str, Any], decision: Decision, results: Sequence[RuleResult]
 ) -> tuple[list[PatchOp], list[str]]:
     """Add-only operations for the rules' additions to `pod` (the Pod after the built-in
-    patch), and notes on what was refused."""
-    ops: list[PatchOp] = []
-    refused: list[str] = []
-    spec = pod.get("spec") or {}
-    metadata = pod.get("metadata") or {}
-    containers = {
-        f"/spec/{f}/{i}": c
-        for f in ("initContainers", "containers")
-        for i, c in enumerate(spec.get(f) or [])
-    }
-    added_env: dict[str, set[Any]] = {t: _names(containers[t].get("env")) for t in decision.targets}
-    added_mounts: dict[str, set[Any]] = {
-        t: _names(containers[t].get("volumeMounts")) for t in decision.targets
-    }
-    paths: dict[str, set[Any]] = {
-        t: {m.get("mountPath") for m in containers[t].get("volumeMounts") or []}
-        for t in decision.targets
-    }
-    has_env = {t: containers[t].get("env") is not None for t in decision.targets}
-    has_mounts = {t: containers[t].get("volumeMounts") is not None for t in decision.targets}
-    volume_names = _names(spec.get("volumes"))
-    has_volumes = spec.get("volumes") is not None
-    maps = {"labels": metadata.get("labels"), "annotations": metadata.get("annotations")}
-    added_keys: dict[str, set[str]] = {k: set(v or {}) for k, v in maps.items()}
-    has_map = {k: v is not None for k, v in maps.items()}
-
-    def append(exists: dict[str, bool], target: str, field_name: str, item: Any) -> None:
-        if exists[target]:
-            ops.append({"op": "add", "path": f"{target}/{field_name}/-", "value": item})
-        else:
-            ops.append({"op": "add", "path": f"{target}/{field_name}", "value": [item]})
-            exists[target] = True
-
+    patch), and notes on what was refused. Variables and mounts go to the containers that got
+    the credentials."""
+    builder = _Builder(pod, decision.targets)
     for result in results:
         for var in result.env:
-            name = var.get("name")
-            if name in RESERVED_VARIABLES:
-                refused.append(f"{name} is set by the webhook itself; a rule cannot add it")
-                continue
-            for target in decision.targets:
-                if name not in added_env[target]:
-                    added_env[target].add(name)
-                    append(has_env, target, "env", dict(var))
+            builder.add_env(var)
         for mount in result.volume_mounts:
-            for target in decision.targets:
-                if mount.get("name") in added_mounts[target]:
-                    continue
-                if mount.get("mountPath") in paths[target]:
-                    refused.append(f"mount path {mount.get('mountPath')} is already used")
-                    continue
-                added_mounts[target].add(mount.get("name"))
-                paths[target].add(mount.get("mountPath"))
-                append(has_mounts, target, "volumeMounts", dict(mount))
+            builder.add_mount(mount)
         for volume in result.volumes:
-            if volume.get("name") not in volume_names:
-                volume_names.add(volume.get("name"))
-                if has_volumes:
-                    ops.append({"op": "add", "path": "/spec/volumes/-", "value": dict(volume)})
-                else:
-                    ops.append({"op": "add", "path": "/spec/volumes", "value": [dict(volume)]})
-                    has_volumes = True
+            builder.add_volume(volume)
         for kind, values in (("labels", result.labels), ("annotations", result.annotations)):
             for key, value in values.items():
-                if key in added_keys[kind]:
-                    continue
-                added_keys[kind].add(key)
-                if pod.get("metadata") is None and not any(o["path"] == "/metadata" for o in ops):
-                    ops.append({"op": "add", "path": "/metadata", "value": {}})
-                if has_map[kind]:
-                    path = f"/metadata/{kind}/{escape_pointer(key)}"
-                    ops.append({"op": "add", "path": path, "value": value})
-                else:
-                    ops.append({"op": "add", "path": f"/metadata/{kind}", "value": {key: value}})
-                    has_map[kind] = True
-    return ops, refused
+                builder.add_metadata(kind, key, value)
+    return builder.ops, builder.refused

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,58 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from webhook.certs import ca_bundle, make_ca, make_serving_cert, service_dns_names
+from webhook.atomic import write_atomically
+from webhook.certificates.issuing import (
+    ca_bundle,
+    make_ca,
+    make_serving_cert,
+    needs_renewal,
+    service_dns_names,
+    trusts,
+)
 from webhook.errors import ApiError
 from webhook.kube import Api
 
-__all__ = ["Bootstrap", "CaBundleCheck", "CaBundleWatch", "needs_renewal", "trusts"]
+__all__ = ["Bootstrap", "CaBundleCheck", "CaBundleWatch"]
 
 log = structlog.get_logger("webhook.certificates.bootstrap")
 
 KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
 WEBHOOKS_API = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-
-
-def needs_renewal(cert_pem: bytes, now: datetime) -> bool:
-    """True when less than a third of the certificate's life is left (or it does not parse)."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError:
-        return True
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return now >= cert.not_valid_after_utc - lifetime / 3
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    key = issuer.public_key()
-    try:
-        algorithm = cert.signature_hash_algorithm
-        if algorithm is None:
-            return False
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), algorithm)
-        else:
-            return False
-    except Exception:  # noqa: BLE001 - any verification failure means "not issued by"
-        return False
-    return True
-
-
-def trusts(bundle_pem: bytes, leaf_pem: bytes) -> bool:
-    """Whether a caBundle contains the certificate or a CA that signed it."""
-    try:
-        leaf = x509.load_pem_x509_certificate(leaf_pem)
-        anchors = x509.load_pem_x509_certificates(bundle_pem)
-    except ValueError:
-        return False
-    return any(anchor == leaf or _issued_by(leaf, anchor) for anchor in anchors)
 
 
 @dataclass(slots=True)
@@ -198,12 +164,9 @@ class Bootstrap:
     def _write_files(self, cert: bytes, key: bytes) -> bool:
         if self.cert_path.exists() and self.cert_path.read_bytes() == cert:
             return False
-        for path, content in ((self.key_path, key), (self.cert_path, cert)):
-            temporary = path.with_suffix(".tmp")
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(content)
-            temporary.replace(path)
+        # The key first: the reloader only reads the pair once the certificate changed.
+        write_atomically(self.key_path, key, mode=0o600)
+        write_atomically(self.cert_path, cert, mode=0o600)
         return True
 
     def reconcile_ca_bundle(self) -> bool:

@@ -22,8 +22,8 @@ from aiohttp import web
 from webhook.admission.extensions import load_extensions
 from webhook.admission.policy import parse_policy
 from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck, CaBundleWatch
+from webhook.certificates.issuing import names_cover, subject_alt_names
 from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
-from webhook.certs import names_cover, subject_alt_names
 from webhook.config import Config
 from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition

@@ -291,32 +291,35 @@ def parse_jwks(data: bytes | str, where: str) -> tuple[list[PublishedKey], list[
     published: list[PublishedKey] = []
     warnings: list[str] = []
     for number, jwk in enumerate(keys, start=1):
-        what = f"{where}: key {number}"
-        if not isinstance(jwk, dict):
-            raise ConfigError(f"{what}: not a JSON object")
-        private = [name for name in _PRIVATE_MEMBERS if name in jwk]
-        if private:
-            raise ConfigError(
-                f"{what}: holds private key material ({', '.join(private)}); refusing to publish it"
-            )
-        key = _key_from_jwk(jwk, what)
-        use = jwk.get("use", "sig")
-        if use != "sig":
-            raise ConfigError(f'{what}: "use" is {use!r}; a token-signing key has "sig"')
-        alg = jwk.get("alg", algorithm(key))
-        if alg != algorithm(key):
-            raise ConfigError(f"{what}: alg {alg!r} does not fit the key ({algorithm(key)})")
-        computed = key_id(key)
-        kid = jwk.get("kid", computed)
-        if not isinstance(kid, str) or not kid:
-            raise ConfigError(f'{what}: "kid" must be a non-empty string')
-        if kid != computed:
-            warnings.append(
-                f"{what}: kid {kid!r} is kept, but kube-apiserver would call this key "
-                f"{computed!r}; tokens name the key by the kid of the server that signed them"
-            )
-        published.append(PublishedKey(key, kid))
+        published.append(_published_key(jwk, f"{where}: key {number}", warnings))
     return published, warnings
+
+
+def _published_key(jwk: Any, what: str, warnings: list[str]) -> PublishedKey:
+    if not isinstance(jwk, dict):
+        raise ConfigError(f"{what}: not a JSON object")
+    private = [name for name in _PRIVATE_MEMBERS if name in jwk]
+    if private:
+        raise ConfigError(
+            f"{what}: holds private key material ({', '.join(private)}); refusing to publish it"
+        )
+    key = _key_from_jwk(jwk, what)
+    use = jwk.get("use", "sig")
+    if use != "sig":
+        raise ConfigError(f'{what}: "use" is {use!r}; a token-signing key has "sig"')
+    alg = jwk.get("alg", algorithm(key))
+    if alg != algorithm(key):
+        raise ConfigError(f"{what}: alg {alg!r} does not fit the key ({algorithm(key)})")
+    computed = key_id(key)
+    kid = jwk.get("kid", computed)
+    if not isinstance(kid, str) or not kid:
+        raise ConfigError(f'{what}: "kid" must be a non-empty string')
+    if kid != computed:
+        warnings.append(
+            f"{what}: kid {kid!r} is kept, but kube-apiserver would call this key "
+            f"{computed!r}; tokens name the key by the kid of the server that signed them"
+        )
+    return PublishedKey(key, kid)
 
 
 def unique_keys(keys: Iterable[PublishedKey]) -> list[PublishedKey]:

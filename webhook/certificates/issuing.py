@@ -1,10 +1,8 @@
-"""Pure. A private CA and a serving certificate for the webhook, and the `certs` command.
+"""Pure. A private CA and serving certificates for the webhook, as PEM bytes in and out.
 
-The certificate functions take and return PEM bytes and never touch files, so the TLS layer and
-the tests can use them directly. `certs_command` is the only part that writes to disk.
-
-The API server (Go crypto/x509) matches the host name against the subjectAltName only, never the
-Common Name, so the SANs are what make a certificate usable; the CN is for people reading it.
+Nothing here touches files, so the TLS layer, the bootstrap and the tests use it directly.
+The API server (Go crypto/x509) matches the host name against the subjectAltName only, never
+the Common Name, so the SANs are what make a certificate usable; the CN is for people.
 """
 
 from __future__ import annotations
@@ -12,36 +10,32 @@ from __future__ import annotations
 import base64
 import contextlib
 import ipaddress
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.errors import ConfigError, FlagError
-from webhook.flags import FlagSpec, parse_args, usage
-from webhook.gocompat import parse_go_bool, parse_go_int
+from webhook.errors import ConfigError
 
 __all__ = [
     "ca_bundle",
     "certificate_expiry",
     "certificate_serial",
-    "certs_command",
     "make_ca",
     "make_serving_cert",
+    "names_cover",
+    "needs_renewal",
     "service_dns_names",
     "subject_alt_names",
+    "trusts",
 ]
 
-PROG = "pod-identity-webhook"
 CLUSTER_DOMAIN = "cluster.local"
 CLOCK_SKEW = timedelta(minutes=5)
 DEFAULT_CA_DAYS = 3650
@@ -60,8 +54,8 @@ _IssuerKey = (
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
 # Kubernetes names: a Service is a DNS-1035 label, a Namespace a DNS-1123 label.
-_SERVICE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+SERVICE_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+NAMESPACE_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 
 # --- pure certificate functions -------------------------------------------------------------
@@ -125,7 +119,7 @@ def _load_issuer_key(pem: bytes) -> _IssuerKey:
     return key
 
 
-def _dns_name(name: str) -> str:
+def dns_name(name: str) -> str:
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(name)
         raise ConfigError(f"DNS name {name!r} is an IP address; give it as an IP address")
@@ -136,7 +130,7 @@ def _dns_name(name: str) -> str:
     return name
 
 
-def _ip_address(text: str) -> IPAddress:
+def ip_address(text: str) -> IPAddress:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -157,9 +151,9 @@ def _unique(items: Sequence[_T]) -> list[_T]:
 
 def service_dns_names(service: str, namespace: str) -> list[str]:
     """The names the API server may use for a webhook Service, shortest first."""
-    if not _SERVICE.fullmatch(service):
+    if not SERVICE_NAME.fullmatch(service):
         raise ConfigError(f"invalid Service name {service!r} (a lower-case DNS-1035 label)")
-    if not _NAMESPACE.fullmatch(namespace):
+    if not NAMESPACE_NAME.fullmatch(namespace):
         raise ConfigError(f"invalid namespace {namespace!r} (a lower-case DNS-1123 label)")
     svc = f"{service}.{namespace}.svc"
     return [service, f"{service}.{namespace}", svc, f"{svc}.{CLUSTER_DOMAIN}"]
@@ -216,8 +210,8 @@ def make_serving_cert(
     now: datetime | None = None,
 ) -> tuple[bytes, bytes]:
     """A TLS server certificate for the given names, signed by the CA; returns (cert, key)."""
-    names = _unique([_dns_name(name) for name in dns_names])
-    ips = _unique([_ip_address(text) for text in ip_addresses])
+    names = _unique([dns_name(name) for name in dns_names])
+    ips = _unique([ip_address(text) for text in ip_addresses])
     if not names and not ips:
         raise ConfigError("a serving certificate needs at least one DNS name or IP address")
     ca_cert = _load_cert(ca_cert_pem, "CA certificate")
@@ -320,139 +314,40 @@ def names_cover(names: Sequence[str], host: str) -> bool:
     return False
 
 
-# --- the `certs` command (file I/O) ---------------------------------------------------------
-
-
-def _flag_dns(text: str) -> str:
+def needs_renewal(cert_pem: bytes, now: datetime) -> bool:
+    """True when less than a third of the certificate's life is left (or it does not parse)."""
     try:
-        return _dns_name(text)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return True
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return now >= cert.not_valid_after_utc - lifetime / 3
 
 
-def _flag_ip(text: str) -> str:
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    key = issuer.public_key()
     try:
-        return str(_ip_address(text))
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+        algorithm = cert.signature_hash_algorithm
+        if algorithm is None:
+            return False
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), algorithm)
+        else:
+            return False
+    except Exception:  # noqa: BLE001 - any verification failure means "not issued by"
+        return False
+    return True
 
 
-def _flag_days(text: str) -> int:
-    days = parse_go_int(text)
-    if not 1 <= days <= MAX_DAYS:
-        raise ValueError(f"must be between 1 and {MAX_DAYS}")
-    return days
-
-
-def _flag_service(text: str) -> str:
-    if not _SERVICE.fullmatch(text):
-        raise ValueError("must be a lower-case DNS-1035 label (a Service name)")
-    return text
-
-
-def _flag_namespace(text: str) -> str:
-    if not _NAMESPACE.fullmatch(text):
-        raise ValueError("must be a lower-case DNS-1123 label (a namespace name)")
-    return text
-
-
-CERTS_FLAGS: tuple[FlagSpec, ...] = (
-    FlagSpec("dir", str, "certs", "Directory to write ca.crt, ca.key, tls.crt and tls.key into"),
-    FlagSpec("service-name", _flag_service, "pod-identity-webhook", "The webhook's Service name"),
-    FlagSpec("namespace", _flag_namespace, "default", "The webhook Service's namespace"),
-    FlagSpec("dns", _flag_dns, None, "Extra DNS name; repeatable", "stringArray", repeatable=True),
-    FlagSpec("ip", _flag_ip, None, "Extra IP address; repeatable", "stringArray", repeatable=True),
-    FlagSpec(
-        "local", parse_go_bool, False, "Also valid as localhost and 127.0.0.1 (make run)", "bool"
-    ),
-    FlagSpec("days", _flag_days, 365, "Lifetime of the serving certificate in days", "int"),
-    FlagSpec("force", parse_go_bool, False, "Overwrite existing files", "bool"),
-    FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h"),
-)
-
-CERTS_USAGE = f"""Usage: {PROG} certs [--dir DIR] [--service-name NAME] [--namespace NS]
-       [--dns NAME]... [--ip ADDR]... [--local] [--days N] [--force]
-
-Writes a new CA (ca.crt, ca.key) and a serving certificate signed by it (tls.crt, tls.key)
-valid for <service>, <service>.<namespace>, <service>.<namespace>.svc and
-<service>.<namespace>.svc.{CLUSTER_DOMAIN}, then prints the caBundle for the
-MutatingWebhookConfiguration. Existing files are kept unless --force is given.
-
-Flags:
-"""
-
-_FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
-_CHECK_ORDER = ("tls.crt", "tls.key", "ca.crt", "ca.key")
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    # A reader (the server reloading its certificate) sees the old file or the new one, never a
-    # half-written one; mkstemp creates the file 0600, so a key is never readable by others.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def trusts(bundle_pem: bytes, leaf_pem: bytes) -> bool:
+    """Whether a caBundle contains the certificate or a CA that signed it."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(temp).unlink()
-        raise
-
-
-def certs_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
-    """The `certs` command; returns the exit status."""
-    try:
-        parsed = parse_args(argv, CERTS_FLAGS)
-    except FlagError as exc:
-        print(f"{PROG} certs: {exc}", file=stderr)
-        return 2
-    values = parsed.values
-    if values["help"]:
-        print(CERTS_USAGE + usage(CERTS_FLAGS), file=stdout)
-        return 0
-    if parsed.positional:
-        print(f"{PROG} certs: unexpected argument {parsed.positional[0]!r}", file=stderr)
-        return 2
-    if not values["dir"]:
-        print(f"{PROG} certs: --dir must not be empty", file=stderr)
-        return 2
-
-    directory = Path(values["dir"])
-    paths = [directory / name for name in _FILES]
-    days: int = values["days"]
-    try:
-        dns = [*service_dns_names(values["service-name"], values["namespace"]), *values["dns"]]
-        ips = list(values["ip"])
-        if values["local"]:
-            dns.append("localhost")
-            ips.append("127.0.0.1")
-        if not values["force"]:
-            # The serving pair first: it is what a user most likely means to keep.
-            for path in (directory / name for name in _CHECK_ORDER):
-                if path.exists() or path.is_symlink():
-                    print(f"{PROG} certs: {path} exists; use --force to overwrite", file=stderr)
-                    return 1
-        # The CA must not expire before the certificate it signed.
-        ca_cert, ca_key = make_ca(days=max(DEFAULT_CA_DAYS, days))
-        tls_cert, tls_key = make_serving_cert(
-            ca_cert, ca_key, dns_names=dns, ip_addresses=ips, days=days
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        for path, data, mode in zip(
-            paths, (ca_cert, ca_key, tls_cert, tls_key), (0o644, 0o600, 0o644, 0o600), strict=True
-        ):
-            _write_atomically(path, data, mode)
-    except ConfigError as exc:
-        print(f"{PROG} certs: {exc}", file=stderr)
-        return 1
-    except OSError as exc:
-        where = exc.filename if exc.filename is not None else directory
-        print(f"{PROG} certs: cannot write {where}: {exc.strerror or exc}", file=stderr)
-        return 1
-    print("wrote " + " ".join(str(path) for path in paths), file=stdout)
-    print("serving names: " + ",".join(subject_alt_names(tls_cert)), file=stdout)
-    print(f"caBundle: {ca_bundle(ca_cert)}", file=stdout)
-    return 0
+        leaf = x509.load_pem_x509_certificate(leaf_pem)
+        anchors = x509.load_pem_x509_certificates(bundle_pem)
+    except ValueError:
+        return False
+    return any(anchor == leaf or _issued_by(leaf, anchor) for anchor in anchors)

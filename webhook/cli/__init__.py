@@ -1,0 +1,77 @@
+"""The command line: `pod-identity-webhook [serve] FLAGS`, `mutate`, `certs`, `oidc`,
+`trust-policy`, `--version`.
+
+With no subcommand the webhook serves, so an upstream Deployment's command line works
+unchanged. The commands are the only modules that print; each is a thin shell over the
+packages below it (see `common`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from webhook.admission.mutation import Jitter, random_jitter
+from webhook.cli.certs import certs_command
+from webhook.cli.common import PROG
+from webhook.cli.mutate import mutate
+from webhook.cli.oidc import oidc_command
+from webhook.cli.serve import serve_command
+from webhook.cli.trust_policy import trust_policy_command
+
+__all__ = ["main", "run"]
+
+COMMANDS = ("serve", "mutate", "certs", "oidc", "trust-policy")
+
+
+def _unknown_command(word: str) -> str:
+    message = f"{PROG}: unknown command {word!r}"
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return message + f"\nCommands: {', '.join(COMMANDS)}; run {PROG} --help for the flags"
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    jitter: Jitter = random_jitter,
+) -> int:
+    """Dispatch a command line; returns the exit status."""
+    args = list(argv)
+    command = args[0] if args else ""
+    if command == "mutate":
+        return mutate(args[1:], stdin=stdin, stdout=stdout, stderr=stderr, jitter=jitter)
+    if command == "certs":
+        return certs_command(args[1:], stdout=stdout, stderr=stderr)
+    if command == "oidc":
+        return oidc_command(args[1:], stdout=stdout, stderr=stderr)
+    if command == "trust-policy":
+        return trust_policy_command(args[1:], stdout=stdout, stderr=stderr)
+    if command == "serve":
+        args = args[1:]
+    elif command and not command.startswith("-"):
+        # Upstream's command line starts with a flag; a first word that is neither a flag nor a
+        # command is a typo, and serving anyway would hide it.
+        print(_unknown_command(command), file=stderr)
+        return 2
+    return serve_command(args, stdout=stdout, stderr=stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        status = run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (`| head -1`) has all it wanted. Point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, and end as a successful command.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
+    sys.exit(status)
