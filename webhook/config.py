@@ -80,7 +80,7 @@ def parse_tls_min_version(text: str) -> str:
     return TLS_VERSIONS[text]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerCredentialsSettings:
     """What container-credentials (EKS Pod Identity) mode injects; flags only."""
 
@@ -91,7 +91,7 @@ class ContainerCredentialsSettings:
     full_uri: str = "http://169.254.170.23/v1/credentials"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MutationConfig:
     """Everything the pure mutation core reads."""
 
@@ -119,7 +119,7 @@ class Notice:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole process configuration, built once from the command line."""
 

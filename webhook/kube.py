@@ -241,7 +241,7 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Reflector:
     """List, then watch from the list's resourceVersion, forever; in its own thread.
 

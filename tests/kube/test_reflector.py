@@ -134,14 +134,14 @@ async def test_a_bookmark_moves_the_resource_version_on_without_an_event(fake: F
     stop = threading.Event()
     events: list[tuple[str, dict[str, Any]]] = []
     reflector = Reflector(
-        api,
-        "/api/v1/serviceaccounts",
-        {},
-        consume,
-        lambda kind, obj: events.append((kind, obj)),
-        60,
-        "serviceaccounts",
-        stop,
+        api=api,
+        path="/api/v1/serviceaccounts",
+        query={},
+        on_list=consume,
+        on_event=lambda kind, obj: events.append((kind, obj)),
+        watch_seconds=60,
+        name="serviceaccounts",
+        stop=stop,
     )
     thread = threading.Thread(target=reflector.run, daemon=True)
     thread.start()

@@ -41,7 +41,7 @@ log = structlog.get_logger("webhook")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Webhook:
     """Everything the handlers share, built once at start-up."""
 
