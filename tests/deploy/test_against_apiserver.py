@@ -145,6 +145,33 @@ def test_dry_run_refuses_invalid_and_unknown_fields(cluster: Cluster) -> None:
     assert "unknown field" in json.dumps(body)
 
 
+def test_dry_run_checks_monitoring_objects_against_their_crds(
+    cluster: Cluster, monitoring_kinds: set[str]
+) -> None:
+    """The installed CRDs' schemas are enforced: a typo in a ServiceMonitor or a PrometheusRule
+    without its expression is refused, as a real cluster with the operator would."""
+    namespace = cluster.namespace("deploy-crd-schema", webhook=None)
+    monitor: Obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "typo", "namespace": namespace.name},
+        "spec": {"selector": {}, "endpoints": [{"prot": "metrics"}]},
+    }
+    status, body, _ = _dry_run_create(cluster, monitor)
+    assert status == 400, body
+    assert "unknown field" in json.dumps(body)
+    rule: Obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "no-expr", "namespace": namespace.name},
+        "spec": {"groups": [{"name": "g", "rules": [{"alert": "A"}]}]},
+    }
+    status, body, _ = _dry_run_create(cluster, rule)
+    assert status == 422, body
+    assert "expr" in json.dumps(body)
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} == monitoring_kinds
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
 def test_webhook_pod_is_admitted_under_pod_security_restricted(
     variant: Variant, render: Render, cluster: Cluster
