@@ -13,36 +13,16 @@ import copy
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from tests.monitoring.sources import CHART_FILES, DASHBOARD, RULES, Obj, alerts, rule_object
 from tests.monitoring.tools import REPO
 
-COMPONENT = REPO / "manifests" / "components" / "monitoring"
-RULES = COMPONENT / "prometheusrule.yaml"
-DASHBOARD = COMPONENT / "dashboard.json"
-CHART_FILES = REPO / "charts" / "pod-identity-webhook" / "files"
 CASES = Path(__file__).resolve().parent / "alerts_test.yaml"
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_PARTS = ("Meaning", "Impact", "Diagnosis", "Fix")
-
-Obj = dict[str, Any]
-
-
-def rule_object() -> Obj:
-    loaded: Obj = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return loaded
-
-
-def alerts() -> list[Obj]:
-    return [
-        rule
-        for group in rule_object()["spec"]["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
-    ]
 
 
 ALERT_NAMES = [rule["alert"] for rule in alerts()]

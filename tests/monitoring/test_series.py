@@ -28,7 +28,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.test_alerts import DASHBOARD, alerts
+from tests.monitoring.sources import DASHBOARD, alerts
 from tests.monitoring.tools import (
     REPO,
     Matcher,
