@@ -25,6 +25,12 @@ test: install
 e2e: install
 	$(BIN)/pytest tests/e2e -q
 
+# promtool and the PromQL selector lister for tests/monitoring, cached outside the repo
+# (tools/promtool/README.md); `make test` builds them when missing.
+.PHONY: promtool
+promtool:
+	tools/promtool/build.sh
+
 # AWS's Go webhook, cached outside the repo (tools/upstream/README.md), and the side-by-side tiers.
 .PHONY: upstream differential bench-upstream
 upstream:
