@@ -544,3 +544,82 @@ def start_kubernetes(
     kubernetes = Kubernetes(api, store, config, loop, on_error=on_error, on_fetch=on_fetch)
     kubernetes.start()
     return kubernetes
+
+
+# --- EKS Pod Identity: TokenReview, Pods and PodIdentityAssociations (issue 15) -------------
+# Appended as one block so the subpackage restructuring can move it in one piece. The broker
+# and the webhook's association source call these; everything else above is untouched.
+
+POD_IDENTITY_GROUP = "podidentity.pod-identity-webhook.io"
+POD_IDENTITY_VERSION = "v1alpha1"
+ASSOCIATIONS_PATH = f"/apis/{POD_IDENTITY_GROUP}/{POD_IDENTITY_VERSION}/podidentityassociations"
+
+
+def connect(kubeconfig: str = "", kube_api: str = "") -> Api:
+    """An Api for --kubeconfig/--kube-api, or in-cluster credentials when neither is given."""
+    return Api(client_configuration(Config(kubeconfig=kubeconfig, kube_api=kube_api)))
+
+
+def token_review(api: Api, token: str, audiences: Iterable[str]) -> dict[str, Any]:
+    """The status of a TokenReview of `token` for `audiences` (the token is never logged)."""
+    body = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token, "audiences": list(audiences)},
+    }
+    answer = api.send("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body)
+    status = answer.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def get_pod(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    return api.get(f"/api/v1/namespaces/{namespace}/pods/{name}", timeout=5.0)
+
+
+def patch_association_status(
+    api: Api, namespace: str, name: str, status: Mapping[str, Any]
+) -> None:
+    """Merge `status` into a PodIdentityAssociation's status subresource."""
+    group = f"/apis/{POD_IDENTITY_GROUP}/{POD_IDENTITY_VERSION}"
+    path = f"{group}/namespaces/{namespace}/podidentityassociations/{name}/status"
+    api.send("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
+
+
+def association_reflector(
+    api: Api,
+    loop: asyncio.AbstractEventLoop,
+    stop: threading.Event,
+    *,
+    on_list: Callable[[list[dict[str, Any]]], None],
+    on_event: Callable[[str, dict[str, Any]], None],
+    watch_seconds: int = 60,
+    on_error: Callable[[str], None] | None = None,
+) -> threading.Thread:
+    """List and watch every PodIdentityAssociation in a thread; the callbacks run on `loop`."""
+
+    def call(function: Callable[..., None], *args: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(function, *args)
+        except RuntimeError:  # the loop is closed: shutting down
+            stop.set()
+
+    def listed(items: Iterable[Any]) -> None:
+        call(on_list, [item for item in items if isinstance(item, dict)])
+
+    def changed(kind: str, obj: dict[str, Any]) -> None:
+        call(on_event, kind, obj)
+
+    reflector = Reflector(
+        api,
+        ASSOCIATIONS_PATH,
+        {},
+        listed,
+        changed,
+        watch_seconds,
+        "podidentityassociations",
+        stop,
+        on_error,
+    )
+    thread = threading.Thread(target=reflector.run, name="reflector-associations", daemon=True)
+    thread.start()
+    return thread
