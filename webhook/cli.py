@@ -276,7 +276,10 @@ def serve_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int
         return 2
     if wants_help:
         print(f"Usage: {PROG} [serve] [flags]", file=stdout)
-        print(f"       {PROG} mutate|certs|oidc|trust-policy --help\n\nFlags:", file=stdout)
+        print(
+            f"       {PROG} mutate|certs|oidc|trust-policy|broker|agent --help\n\nFlags:",
+            file=stdout,
+        )
         print(serve_usage(), file=stdout)
         return 0
     if wants_version:
@@ -317,6 +320,11 @@ def run(
         return oidc_command(args[1:], stdout=stdout, stderr=stderr)
     if command == "trust-policy":
         return trust_policy_command(args[1:], stdout=stdout, stderr=stderr)
+    if command in ("broker", "agent"):  # EKS Pod Identity (webhook/podidentity_commands.py)
+        from webhook.podidentity_commands import agent_command, broker_command
+
+        dispatch = broker_command if command == "broker" else agent_command
+        return dispatch(args[1:], stdout=stdout, stderr=stderr)
     if command == "serve":
         args = args[1:]
     return serve_command(args, stdout=stdout, stderr=stderr)
