@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.annotations import Note
+from webhook.associationsource import with_association_role
 from webhook.config import Config
 from webhook.errors import BadReview
 from webhook.extensions import Extensions, Extras, extend
@@ -196,6 +197,8 @@ async def mutate(request: web.Request) -> web.Response:
     try:
         admission = parse_review(review)
         decision, lookup = await _decide(hook, admission)
+        if hook.store.association_roles:
+            decision = with_association_role(decision, hook.store)
     except BadReview as exc:
         return _reject(hook, 400, str(exc), started)
     hook.metrics.lookup(lookup)
@@ -230,6 +233,8 @@ async def readyz(request: web.Request) -> web.Response:
         missing.append("ServiceAccounts not synced")
     if not hook.store.config_map_synced:
         missing.append("ConfigMap not synced")
+    if not hook.store.associations_synced:
+        missing.append("PodIdentityAssociations not synced")
     if hook.ca_bundle_trusted is False:
         missing.append(
             f"the caBundle of {hook.config.webhook_configuration} does not trust the served "

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,13 +21,20 @@ from aiohttp import web
 
 from webhook.annotations import Note, parse_container_credentials
 from webhook.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.associationsource import AssociationSource
 from webhook.bootstrap import Bootstrap, CaBundleCheck
 from webhook.config import Config
 from webhook.errors import ConfigError, InputError
 from webhook.extensions import load_extensions
 from webhook.filesources import PolledFile
 from webhook.imds import account_and_partition
-from webhook.kube import Api, ApiError, client_configuration, start_kubernetes
+from webhook.kube import (
+    Api,
+    ApiError,
+    association_reflector,
+    client_configuration,
+    start_kubernetes,
+)
 from webhook.metrics import Metrics, production_registry
 from webhook.policy import parse_policy
 from webhook.sources import StaticSources, load_documents, service_account_objects
@@ -110,15 +118,24 @@ def _config_map_apply(store: Store, config: Config) -> Apply:
     return apply
 
 
-def _identities_apply(store: Store) -> Apply:
+def _identities_apply(store: Store, associations: AssociationSource | None = None) -> Apply:
     def apply(text: str | None) -> None:
         # Upstream: a missing or empty file clears the identities; a bad one keeps them.
-        store.set_identities(parse_container_credentials(text or ""))
+        identities = parse_container_credentials(text or "")
+        if associations is not None:
+            associations.set_file(identities)  # united with the associations
+        else:
+            store.set_identities(identities)
 
     return apply
 
 
-def _file_sources(config: Config, store: Store, metrics: Metrics) -> list[PolledFile]:
+def _file_sources(
+    config: Config,
+    store: Store,
+    metrics: Metrics,
+    associations: AssociationSource | None = None,
+) -> list[PolledFile]:
     """The file-fed sources, loaded now (a bad file is fatal at start-up) and polled later."""
     applies: dict[str, tuple[str, Apply]] = {}
     if config.service_accounts_files:
@@ -135,7 +152,7 @@ def _file_sources(config: Config, store: Store, metrics: Metrics) -> list[Polled
     if config.container_credentials_file:
         applies[config.container_credentials_file] = (
             "container-credentials",
-            _identities_apply(store),
+            _identities_apply(store, associations),
         )
 
     polled = []
@@ -222,7 +239,8 @@ async def serve(config: Config) -> int:
     )
     loaded = certificates.load()
     metrics.certificate_expiry.set(loaded.not_after.timestamp())
-    polled = _file_sources(config, store, metrics)
+    associations = AssociationSource(store) if config.pod_identity_associations else None
+    polled = _file_sources(config, store, metrics, associations)
     kubernetes = None
     if not config.service_accounts_files:
         kubernetes = start_kubernetes(
@@ -231,6 +249,17 @@ async def serve(config: Config) -> int:
             asyncio.get_running_loop(),
             on_error=lambda source: metrics.api_errors.labels(source).inc(),
             on_fetch=lambda result: metrics.fetches.labels(result).inc(),
+        )
+    stop_associations = threading.Event()
+    if associations is not None:
+        association_reflector(
+            api or Api(client_configuration(config)),
+            asyncio.get_running_loop(),
+            stop_associations,
+            on_list=associations.listed,
+            on_event=associations.changed,
+            watch_seconds=max(1, int(config.resync_period) or 60),
+            on_error=lambda source: metrics.api_errors.labels(source).inc(),
         )
     extensions = load_extensions(
         config.policy_file,
@@ -287,6 +316,7 @@ async def serve(config: Config) -> int:
             await runner.cleanup()
         if kubernetes is not None:
             await kubernetes.close()
+        stop_associations.set()
     log.info("stopped")
     return 0
 

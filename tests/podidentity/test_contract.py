@@ -77,7 +77,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Served]:
         session_duration=3600,
         refresh_margin=1500,
     )
-    service = Broker(settings, index, kube, sts, TokenBucket(1.0, 1, 0.0))
+    service = Broker(settings, index, kube, sts, TokenBucket(0.001, 1, 0.0))
     state = BrokerState(None, service, BrokerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
     runner = web.AppRunner(make_broker_app(state))
     await runner.setup()

@@ -46,11 +46,6 @@ class BrokerConfig:
     log_format: str = "json"
     verbosity: int = 0
 
-    @property
-    def effective_margin(self) -> float:
-        """Never more than half a session: short sessions are still cached for a while."""
-        return min(self.refresh_margin, self.session_duration / 2)
-
 
 def _port(text: str) -> int:
     value = int(text, 10)
@@ -163,6 +158,10 @@ def broker_config(argv: Sequence[str]) -> tuple[BrokerConfig, bool]:
         raise ConfigError(f"unexpected argument {parsed.positional[0]!r}")
     if not values["cluster-name"]:
         raise ConfigError("--cluster-name is required (the eks-cluster-name session tag)")
+    if values["refresh-margin"] >= values["session-duration"]:
+        raise ConfigError(
+            "--refresh-margin must be shorter than --session-duration, or nothing is ever cached"
+        )
     agents = tuple(values["agent-service-account"]) or (DEFAULT_AGENT,)
     if any("*" in part or "?" in part for pair in agents for part in pair):
         raise ConfigError("--agent-service-account takes an exact namespace:name")

@@ -410,7 +410,7 @@ async def serve_broker(config: BrokerConfig) -> int:
         agent_service_accounts=frozenset(config.agent_service_accounts),
         require_agent_token=config.require_agent_token,
         session_duration=config.session_duration,
-        refresh_margin=config.effective_margin,
+        refresh_margin=config.refresh_margin,
     )
     index = AssociationIndex()
     state = BrokerState(config, None, metrics)  # type: ignore[arg-type]
