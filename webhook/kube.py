@@ -555,9 +555,12 @@ POD_IDENTITY_VERSION = "v1alpha1"
 ASSOCIATIONS_PATH = f"/apis/{POD_IDENTITY_GROUP}/{POD_IDENTITY_VERSION}/podidentityassociations"
 
 
-def connect(kubeconfig: str = "", kube_api: str = "") -> Api:
-    """An Api for --kubeconfig/--kube-api, or in-cluster credentials when neither is given."""
-    return Api(client_configuration(Config(kubeconfig=kubeconfig, kube_api=kube_api)))
+def connect(kubeconfig: str = "", kube_api: str = "", *, connections: int = 32) -> Api:
+    """An Api for --kubeconfig/--kube-api, or in-cluster credentials when neither is given;
+    `connections` pooled connections for callers that run many requests at once."""
+    settings = client_configuration(Config(kubeconfig=kubeconfig, kube_api=kube_api))
+    settings.connection_pool_maxsize = connections
+    return Api(settings)
 
 
 def token_review(api: Api, token: str, audiences: Iterable[str]) -> dict[str, Any]:

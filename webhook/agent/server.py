@@ -120,7 +120,13 @@ class BrokerClient:
             connector = aiohttp.TCPConnector(ssl=self._context, limit=64)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self._config.broker_timeout),
+                # Per socket operation, not in total: under a burst, requests wait for one of
+                # the pooled connections, and that wait is not the broker being slow.
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self._config.broker_timeout,
+                    sock_read=self._config.broker_timeout,
+                ),
             )
         return self._session
 

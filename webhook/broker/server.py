@@ -11,6 +11,7 @@ status writes and graceful shutdown.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -57,6 +58,7 @@ __all__ = ["BrokerMetrics", "BrokerState", "make_broker_app", "serve_broker"]
 log = structlog.get_logger("webhook.broker")
 SHUTDOWN_TIMEOUT = 10.0
 IDENTITY_INTERVAL = 60.0
+API_THREADS = 32
 MAX_BODY = 64 * 1024
 ROUTE = "/clusters/{clusterName}/assume-role-for-pod-identity"
 
@@ -400,7 +402,12 @@ async def serve_broker(config: BrokerConfig) -> int:
     certificates = CertificateReloader(context, config.tls_cert, config.tls_key)
     certificates.load()
     metrics = BrokerMetrics(production_registry())
-    api = kube.connect(config.kubeconfig, config.kube_api)
+    api = kube.connect(config.kubeconfig, config.kube_api, connections=API_THREADS)
+    # TokenReviews and Pod reads run in threads: enough of them that a burst of new Pods is
+    # not queued behind a handful (the default executor has min(32, CPUs + 4)).
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube")
+    )
     sts = StsClient(region=config.region, endpoint=config.sts_endpoint)
     settings = Settings(
         cluster_name=config.cluster_name,
