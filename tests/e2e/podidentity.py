@@ -405,7 +405,7 @@ def serving_cert_for(cluster: Cluster, directory: Path, stem: str, ip: str) -> p
         cluster.webhook_ca.cert,
         cluster.webhook_ca.key,
         dns_names=["localhost"],
-        ip_addresses=[ip],
+        ip_addresses=["127.0.0.1", ip],
         days=2,
     )
     return pki._write(directory, stem, cert, key)
