@@ -259,7 +259,7 @@ Prints the IAM trust policy that lets Pods running as these ServiceAccounts assu
 their projected token (sts:AssumeRoleWithWebIdentity, conditions on aud and sub), then the
 ServiceAccount manifests annotated with the role for the webhook. `ns:*` allows every
 ServiceAccount of a namespace, `*:name` a name in any namespace (StringLike); exact pairs use
-StringEquals.
+StringEquals. `--pod-identity --help` shows the EKS Pod Identity form.
 
 Flags:
 """
@@ -289,6 +289,10 @@ def _service_account_yaml(
 
 def trust_policy_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
     """The `trust-policy` command; returns the exit status."""
+    if any(arg == "--pod-identity" or arg.startswith("--pod-identity=") for arg in argv):
+        from webhook.podidentity_commands import pod_identity_trust_command
+
+        return pod_identity_trust_command(argv, stdout=stdout, stderr=stderr)
     try:
         parsed = parse_args(argv, TRUST_FLAGS)
     except FlagError as exc:
