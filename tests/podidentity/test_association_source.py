@@ -29,12 +29,12 @@ POD = {
 def test_associations_and_the_file_are_united() -> None:
     store = Store(MutationConfig())
     source = AssociationSource(store)
-    assert not store.ready
     store.service_accounts_synced = True
-    assert not store.ready  # the associations are not listed yet
+    states = [store.ready]  # the associations are not listed yet
     source.set_file(frozenset({("ns", "from-file")}))
     source.listed([association("ns", "app"), association("ns", "bad", roleArn="x")])
-    assert store.ready
+    states.append(store.ready)
+    assert states == [False, True]
     assert store.identities == {("ns", "from-file"), ("ns", "app")}
     source.changed("ADDED", association("ns", "db"))
     source.changed("DELETED", association("ns", "app"))
