@@ -76,7 +76,11 @@ def test_boto3_gets_the_role_through_the_agent(
     )
     metrics = agent.metrics()
     assert 'pod_identity_agent_credentials_total{source="broker"} 1.0' in metrics
-    agent.process.stop()
+    assert agent.process.stop() == 0  # SIGTERM: a graceful shutdown
+    frozen = credentials.get_frozen_credentials()
+    log = agent.process.log_path.read_text(encoding="utf-8")
+    for secret in (token_file.read_text(encoding="utf-8"), frozen.secret_key, frozen.token):
+        assert secret not in log
 
 
 def test_the_sdk_refreshes_before_expiry(

@@ -175,6 +175,12 @@ def test_assume_role_for_pod_identity_sends_eks_session_tags(
     assert status["lastAssumedRole"] == role("e2e-app")
     assert status["associationId"] == association["associationId"]
 
+    # Neither the Pod's token nor any part of the credentials reaches the broker's log.
+    log = pod_identity.broker.process.log_path.read_text(encoding="utf-8")
+    assert '"event":"assumed"' in log
+    for secret in (token, credentials["secretAccessKey"], credentials["sessionToken"]):
+        assert secret not in log
+
 
 def test_chaining_sends_the_external_id_and_session_policy_to_the_target_role(
     pod_identity: PodIdentity, client: Any, app_ns: Namespace
