@@ -31,6 +31,11 @@ e2e: install
 promtool:
 	tools/promtool/build.sh
 
+# iproute2 for the node agent's network-namespace test (tests/e2e/test_pod_identity_netns.py).
+.PHONY: netns-tools
+netns-tools:
+	tools/netns/install.sh
+
 # AWS's Go webhook, cached outside the repo (tools/upstream/README.md), and the side-by-side tiers.
 .PHONY: upstream differential bench-upstream
 upstream:

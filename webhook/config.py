@@ -156,6 +156,8 @@ class Config:
     rules: tuple[str, ...] = ()
     rule_timeout: float = 0.25
     rule_failure_policy: str = "ignore"
+    pod_identity_associations: bool = False
+    """--watch-pod-identity-associations: associations feed container-credentials mode."""
 
 
 def _int(text: str) -> int:
@@ -263,6 +265,13 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         _str,
         "",
         "Container-credentials (EKS Pod Identity) identities file",
+    ),
+    FlagSpec(
+        "watch-pod-identity-associations",
+        parse_go_bool,
+        False,
+        "Container-credentials identities from PodIdentityAssociation objects (with the file)",
+        "bool",
     ),
     FlagSpec(
         "container-credentials-audience", _str, _CC.audience, "Container-credentials audience"
@@ -507,6 +516,7 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         rules=tuple(values["rule"]),
         rule_timeout=values["rule-timeout"],
         rule_failure_policy=values["rule-failure-policy"],
+        pod_identity_associations=values["watch-pod-identity-associations"],
         ignored_flags=tuple(
             sorted(
                 spec.name

@@ -13,9 +13,6 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -30,7 +27,7 @@ from webhook.admission.extensions import Extras
 from webhook.admission.verdicts import Verdict
 from webhook.admission.wire import LookupPath, Method
 
-__all__ = ["Metrics", "production_registry"]
+__all__ = ["Metrics"]
 
 # Go's client has no `_created` series; keep the exposition close to upstream's.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -273,11 +270,3 @@ class Metrics:
         if child is None:
             child = cache[key] = family.labels(*labels)
         return child
-
-
-def production_registry() -> CollectorRegistry:
-    """A registry with the process, platform and GC collectors, like Go's default one."""
-    registry = CollectorRegistry()
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-        registry.register(collector)
-    return registry
