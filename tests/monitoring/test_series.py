@@ -56,7 +56,7 @@ PENDING = {
 #: their names are checked against the exposition's TYPE lines, their labels are not.
 NEEDS_A_CLUSTER = {
     "pod_identity_webhook_api_errors_total": "a failed list or watch",
-    "pod_identity_webhook_service_account_fetches_total": "a live ServiceAccount GET",
+    "pod_identity_webhook_ca_bundle_trusted": "a caBundle check (--webhook-configuration)",
 }
 #: Labels Prometheus (or the Prometheus Operator's relabelling) adds to every scraped series.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "endpoint", "container"}
@@ -110,7 +110,8 @@ class Exposition:
     labels: dict[str, set[str]]
     """Label names seen on each series name's samples."""
     values: dict[tuple[str, str], set[str]]
-    """Label values seen, by (series name, label)."""
+    """Label values seen on samples above 0, by (series name, label): counters start at 0 for
+    their known label values, so only a positive one shows that the drive reached it."""
 
 
 _SUFFIXES = {
@@ -133,7 +134,8 @@ def exposition(text: str) -> Exposition:
             names.add(sample.name)
             labels.setdefault(sample.name, set()).update(sample.labels)
             for label, value in sample.labels.items():
-                values.setdefault((sample.name, label), set()).add(value)
+                if sample.value > 0:
+                    values.setdefault((sample.name, label), set()).add(value)
     return Exposition(names, labels, values)
 
 

@@ -246,7 +246,7 @@ def _ca_bundle_watch(hook: Webhook, api: Api, bootstrap: Bootstrap | None) -> Ca
 
     def on_result(trusted: bool) -> None:
         hook.ca_bundle_trusted = trusted
-        hook.metrics.ca_bundle_trusted.set(1 if trusted else 0)
+        hook.metrics.ca_bundle_checked(trusted)
 
     return CaBundleWatch(
         CaBundleCheck(api, hook.config.webhook_configuration),
