@@ -4,6 +4,7 @@ filesystem, its commands, and the RULE_PACKAGES build argument."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -37,6 +38,11 @@ def _run(image: str, *argv: str, stdin: bytes | None = None, entrypoint: str | N
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout.decode()
+
+
+def _canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _version() -> str:
@@ -114,18 +120,23 @@ def test_the_image_has_no_pip_and_is_the_tested_build(images: Images) -> None:
     )
     assert out.strip() == "None None"
     # The dependencies are the locked versions CI installs (requirements/image.txt).
-    frozen = _run(
-        images.webhook,
-        "-c",
-        "import importlib.metadata as m; print('\\n'.join(sorted(f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))",
-        entrypoint="python",
-    ).split()
+    listing = (
+        "import importlib.metadata as m\n"
+        "for d in m.distributions(): print(d.metadata['Name'], d.version)\n"
+    )
+    installed = {
+        _canonical(name) + "==" + version
+        for name, version in (
+            line.split()
+            for line in _run(images.webhook, "-c", listing, entrypoint="python").splitlines()
+        )
+    }
     locked = {
-        line.split(" ")[0].lower()
+        _canonical(line.split("==")[0]) + "==" + line.split("==")[1].split()[0]
         for line in (REPO / "requirements" / "image.txt").read_text().splitlines()
         if "==" in line and not line.startswith(("#", " "))
     }
-    assert locked <= set(frozen), locked - set(frozen)
+    assert locked <= installed, locked - installed
     label = subprocess.run(
         [str(IMAGE_SCRIPT), "label", images.webhook, INPUTS_LABEL],
         capture_output=True,
