@@ -31,15 +31,14 @@ import secrets
 import shutil
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from tests.e2e import pki
-from tests.e2e.cluster import client_context, https_get
+from tests.e2e.cluster import client_context
 from tests.e2e.kube import ApiError, Kube, configuration, write_kubeconfig
 from tests.e2e.processes import Process, wait_until
 from tests.node import machine
@@ -53,6 +52,8 @@ ISSUER = "https://kubernetes.default.svc"
 API_PORT = 443
 KUBELET_PORT = 10250
 CNI_BIN_DIR = "/usr/lib/cni"
+#: The sandbox image tests/node/images.py builds and imports.
+PAUSE_IMAGE = "localhost/pod-identity-webhook-node-pause:1"
 START_TIMEOUT = 60.0
 POD_DELETE_TIMEOUT = 60.0
 
@@ -566,12 +567,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             check=check,
         )
 
-    def pod_https_get(
-        self, pod_ip: str, port: int, path: str, context: ssl.SSLContext
-    ) -> tuple[int, str]:
-        """GET to a Pod's address from the host (routed through the node namespace)."""
-        return https_get_host(pod_ip, port, path, context)
-
     # -- teardown -----------------------------------------------------------------------------
 
     def _delete_all_pods(self) -> None:
@@ -686,7 +681,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         found = [p.describe() for p in self.processes.values() if p.running]
         found += [f"shim pid {pid}" for pid in self._shims()]
         found += [f"mount {m}" for m in machine.mounts_under(self.workdir)]
-        found += [f"netns {n}" for n in machine.netns_names() - self.before.netns]
+        found += [
+            f"netns {n}"
+            for n in machine.netns_names() - self.before.netns
+            if n.startswith("cni-") or n == self.addresses.netns
+        ]
         found += [f"cgroup {d}" for d in machine.cgroup_dirs(self.addresses.cgroup_root)]
         found += [f"sysctl {k}: {v}" for k, v in self.before.changed_sysctls().items()]
         if self.addresses.host_if in run("ip", "-o", "link", "show", check=False):
@@ -699,26 +698,3 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             parts.append(f"--- {process.describe()}, last {lines} lines ---")
             parts.append(process.tail(lines))
         return "\n".join(parts)
-
-
-#: The sandbox image tests/node/images.py builds and imports.
-PAUSE_IMAGE = "localhost/pod-identity-webhook-node-pause:1"
-
-
-def https_get_host(host: str, port: int, path: str, context: ssl.SSLContext) -> tuple[int, str]:
-    import http.client
-
-    connection = http.client.HTTPSConnection(host, port, context=context, timeout=3)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode("utf-8", "replace")
-    finally:
-        connection.close()
-
-
-def wait_for(probe: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    return wait_until(probe, timeout=timeout, what=what)
-
-
-__all__ = ["Binaries", "Node", "https_get", "https_get_host"]
