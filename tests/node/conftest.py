@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,26 +119,34 @@ def prepare(logs: Path) -> Prepared | str:
         return f"Debian packages could not be installed: {_last_line(logs / 'packages.log')}"
     if shutil.which("go") is None:
         return "Go is needed to build the kubelet, the control plane and the sandbox image"
-    with (logs / "kube-build.log").open("wb") as log:
-        built = subprocess.run(
-            [str(KUBE_BUILD)], stdout=subprocess.PIPE, stderr=log, check=False, timeout=3600
+    # The images and moto's environment (mostly downloads and unpacking) are made while the
+    # Go build (mostly CPU) runs: a cold run's longest steps overlap.
+    with ThreadPoolExecutor(2, thread_name_prefix="node-prepare") as pool:
+        images_made = pool.submit(
+            image_builds.build_all,
+            _cache_root() / "node-images",
+            logs / "images.log",
+            logs / "work",
         )
+        moto_made = pool.submit(moto_environment, logs)
+        with (logs / "kube-build.log").open("wb") as log:
+            built = subprocess.run(
+                [str(KUBE_BUILD)], stdout=subprocess.PIPE, stderr=log, check=False, timeout=3600
+            )
+        tools = find_tools(logs / "install-tools.log")
+        try:
+            moto = moto_made.result()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            return f"moto could not be installed: {exc} (see {logs / 'moto.log'})"
+        try:
+            images = images_made.result()
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return f"image build failed: {exc}"
     lines = built.stdout.decode(errors="replace").split()
     if built.returncode != 0 or not lines:
         return f"tools/kube/build.sh failed: {_last_line(logs / 'kube-build.log')}"
-    tools = find_tools(logs / "install-tools.log")
     if "kustomize" not in tools.paths:
         return f"no kustomize: {tools.missing.get('kustomize')}"
-    try:
-        moto = moto_environment(logs)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        return f"moto could not be installed: {exc} (see {logs / 'moto.log'})"
-    try:
-        images = image_builds.build_all(
-            _cache_root() / "node-images", logs / "images.log", logs / "work"
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        return f"image build failed: {exc}"
     return Prepared(
         Binaries(Path(lines[-1])),
         images,
