@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from tests.e2e import pki
-from tests.e2e.cluster import client_context
+from tests.e2e.cluster import Namespace, client_context, unique_name
 from tests.e2e.kube import ApiError, Kube, configuration, write_kubeconfig
 from tests.e2e.processes import Process, wait_until
 from tests.node import machine
@@ -557,6 +557,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return None
 
     # -- helpers for tests --------------------------------------------------------------------
+
+    def namespace(self, prefix: str) -> Namespace:
+        """A new namespace (its `default` ServiceAccount comes from the controller-manager)."""
+        name = unique_name(prefix)
+        self.admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        return Namespace(self.admin, name)
 
     def kubectl(self, *argv: str, timeout: float = 120, check: bool = True) -> str:
         return run(

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Namespace, unique_name
 from tests.e2e.processes import wait_until
 from tests.e2e.test_token import _verify
 from tests.node.deployment import Deployed
@@ -31,12 +30,6 @@ env | grep -E '^AWS_(ROLE_ARN|WEB_IDENTITY_TOKEN_FILE)=' | sort
 aws sts get-caller-identity --output json
 python3 -c 'import boto3, json; i = boto3.client("sts").get_caller_identity(); i.pop("ResponseMetadata"); print(json.dumps(i))'
 """
-
-
-def _namespace(node: Node, prefix: str) -> Namespace:
-    name = unique_name(prefix)
-    node.admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return Namespace(node.admin, name)
 
 
 def _pod_phase(node: Node, namespace: str, name: str) -> str | None:
@@ -91,7 +84,7 @@ def _aws_pod(name: str, images: Images, sts: StsEndpoint) -> dict[str, Any]:
 def test_pod_gets_credentials_from_sts_with_the_projected_token(
     webhook: Deployed, node: Node, sts: StsEndpoint, images: Images
 ) -> None:
-    ns = _namespace(node, "credentials")
+    ns = node.namespace("credentials")
     ns.service_account("reader", {"eks.amazonaws.com/role-arn": ROLE})
     node.admin.create(
         {

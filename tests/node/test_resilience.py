@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.e2e.cluster import Namespace, unique_name
+from tests.e2e.cluster import Namespace
 from tests.e2e.processes import wait_until
 from tests.node.deployment import DEPLOYMENT, NAMESPACE, SECRET, Deployed
 from tests.node.load import PodLoad
@@ -27,9 +27,8 @@ ROLE = "arn:aws:iam::111122223333:role/node-tier-load"
 
 
 def _namespace(node: Node, prefix: str) -> Namespace:
-    name = unique_name(prefix)
-    node.admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    namespace = Namespace(node.admin, name)
+    """A namespace with the ServiceAccount `app` that has a role."""
+    namespace = node.namespace(prefix)
     namespace.service_account("app", {"eks.amazonaws.com/role-arn": ROLE})
     return namespace
 
