@@ -103,7 +103,11 @@ def find_binaries(build_log: Path) -> Binaries | str:
         return f"{BUILD_SCRIPT} is missing and KUBEBUILDER_ASSETS is not set"
     with build_log.open("wb") as log:
         result = subprocess.run(
-            [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=log, check=False, cwd=REPO
+            [str(BUILD_SCRIPT), "kube-apiserver", "etcd"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            check=False,
+            cwd=REPO,
         )
     lines = result.stdout.decode(errors="replace").strip().splitlines()
     if result.returncode == 0 and lines:
