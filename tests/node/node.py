@@ -43,7 +43,7 @@ from tests.e2e.kube import ApiError, Kube, configuration, write_kubeconfig
 from tests.e2e.processes import Process, wait_until
 from tests.node import machine
 from tests.node.machine import MachineState, run
-from webhook.certs import make_serving_cert
+from webhook.certificates.issuing import make_serving_cert
 
 NODE_NAME = "piw-node"
 SERVICE_CIDR = "10.0.0.0/24"
