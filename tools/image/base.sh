@@ -113,7 +113,9 @@ packages="$PACKAGES${include:+,$include}"
 log "mmdebstrap $SUITE ($packages) with ${#cas[@]} extra CA certificate(s)"
 start=$SECONDS
 # Hooks: trust the extra CAs (before anything in the image reaches the network), then drop
-# apt's lists and caches, which only a later `apt-get update` needs.
+# apt's lists and caches, which only a later `apt-get update` needs. mmdebstrap runs each hook
+# with the root directory as $1, hence the single quotes.
+# shellcheck disable=SC2016
 mmdebstrap --variant=minbase --include="$packages" "${aptopts[@]}" \
   --customize-hook="cp -r '$work/ca/.' \"\$1/usr/local/share/ca-certificates/\"" \
   --customize-hook='chroot "$1" update-ca-certificates' \

@@ -116,8 +116,10 @@ case "$command" in
   run)
     case "$builder" in
       docker) exec docker run "$@" ;;
-      # shellcheck disable=SC2046
-      podman) exec podman run $(limits) "$@" ;;
+      podman)
+        # shellcheck disable=SC2046 # limits prints --ulimit flags, one word each
+        exec podman run $(limits) "$@"
+        ;;
       buildah) die "buildah cannot run containers; install podman or docker" ;;
     esac
     ;;

@@ -54,8 +54,9 @@ has_wanted() {
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 gomod="$here/go.mod"
-gosum="$here/go.sum"
-[ -f "$gomod" ] && [ -f "$gosum" ] || die "missing $gomod or $gosum"
+[ -f "$gomod" ] || die "missing $gomod"
+# shellcheck source=tools/lib/gobuild.sh
+. "$here/../lib/gobuild.sh"
 
 # Versions come from the committed go.mod, the single source of truth.
 mod_version() { awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$gomod"; }
@@ -64,12 +65,7 @@ etcd_version="$(mod_version go.etcd.io/etcd/server/v3)"
 [ -n "$kube_version" ] || die "k8s.io/kubernetes not found in $gomod"
 [ -n "$etcd_version" ] || die "go.etcd.io/etcd/server/v3 not found in $gomod"
 
-cache_root="${POD_IDENTITY_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook}"
-case "$cache_root" in
-  /*) ;;
-  *) cache_root="$PWD/$cache_root" ;;
-esac
-out="$cache_root/kube/$kube_version"
+gobuild_out kube "$kube_version"
 
 if [ "$print_dir_only" -eq 1 ]; then
   printf '%s\n' "$out"
@@ -101,36 +97,18 @@ if [ "$only_control_plane" = 1 ] && [ -n "${TEST_ASSET_KUBE_APISERVER:-}" ] && [
   log "warning: TEST_ASSET_KUBE_APISERVER/TEST_ASSET_ETCD are not both executable; ignoring them"
 fi
 
-# 2. Cached build. The stamp ties the binaries to the exact go.mod/go.sum they
-#    were built from, so changing either (same Kubernetes version) rebuilds.
-stamp_want="$(cat "$gomod" "$gosum" | sha256sum | cut -d' ' -f1)"
-cache_ok() {
-  has_wanted "$out" && [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp_want" ]
-}
-if cache_ok; then
+# 2. Cached build, current for this go.mod/go.sum (changing either rebuilds, even at the
+#    same Kubernetes version); one build at a time.
+cache_ok() { has_wanted "$out" && gobuild_current; }
+if cache_ok || gobuild_lock cache_ok; then
   log "reusing $out"
   printf '%s\n' "$out"
   exit 0
 fi
 
-mkdir -p "$out"
-# Serialise concurrent invocations (e.g. parallel test workers), then re-check.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$out/.lock"
-  flock 9
-  if cache_ok; then
-    log "reusing $out (built by a concurrent invocation)"
-    printf '%s\n' "$out"
-    exit 0
-  fi
-fi
-
 # 3. Build.
 command -v go >/dev/null 2>&1 || die "go is not installed; cannot build ${wanted[*]}"
-export GOTOOLCHAIN=local CGO_ENABLED=0
-# -mod=readonly: fail instead of silently rewriting the committed go.mod/go.sum.
-# -buildvcs=false: do not stamp this repository's VCS state into the binaries.
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
+gobuild_env
 
 minor="$(cut -d. -f2 <<<"${kube_version#v}")"
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -145,9 +123,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
 done
 
-tmp="$(mktemp -d "$out/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-rm -f "$out/.stamp"
+gobuild_tmp
 
 log "building into $out: Kubernetes $kube_version (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl), etcd $etcd_version ($(go version))"
 cd "$here"
@@ -169,8 +145,7 @@ done
 for name in "${all_binaries[@]}"; do
   mv -f "$tmp/$name" "$out/$name"
 done
-printf '%s\n' "$stamp_want" >"$tmp/stamp"
-mv -f "$tmp/stamp" "$out/.stamp"
+gobuild_done
 
 log "done"
 printf '%s\n' "$out"
