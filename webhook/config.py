@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.aws import SessionName, parse_session_name
 from webhook.errors import ConfigError, FlagError
 from webhook.flags import FlagSpec, parse_args, usage
 from webhook.gocompat import parse_go_bool, parse_go_duration, parse_go_int
@@ -109,6 +110,8 @@ class MutationConfig:
     container_credentials: ContainerCredentialsSettings = field(
         default_factory=ContainerCredentialsSettings
     )
+    session_name: SessionName | None = None
+    """Ours: AWS_ROLE_SESSION_NAME when no annotation names one (--role-session-name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,10 @@ def _non_negative_duration(text: str) -> float:
     if value < 0:
         raise ValueError("must not be negative (0 disables the wait)")
     return value
+
+
+def _session_name(text: str) -> SessionName | None:
+    return parse_session_name(text)  # ValueError names the problem
 
 
 def _days(text: str) -> int:
@@ -290,6 +297,13 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         _str,
         _CC.full_uri,
         "Value of AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ),
+    FlagSpec(
+        "role-session-name",
+        _session_name,
+        None,
+        "Default AWS_ROLE_SESSION_NAME: a name, or fieldRef:metadata.name for the Pod's name "
+        "(web identity only; annotations override it)",
     ),
 )
 
@@ -432,6 +446,7 @@ def mutation_config(values: dict[str, Any]) -> MutationConfig:
             token_path=values["container-credentials-token-path"],
             full_uri=values["container-credentials-full-uri"],
         ),
+        session_name=values["role-session-name"],
     )
 
 
