@@ -159,6 +159,10 @@ class Config:
     rules: tuple[str, ...] = ()
     rule_timeout: float = 0.25
     rule_failure_policy: str = "ignore"
+    client_ca_file: str = ""
+    """Ours: require API-server client certificates signed by these CAs (mTLS)."""
+    client_allowed_names: tuple[str, ...] = ()
+    """Ours: and carrying one of these names (common name or DNS name); empty: any."""
 
 
 def _int(text: str) -> int:
@@ -356,6 +360,20 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
         "",
         "Comma-separated DNS names or IP addresses added to bootstrapped certificates",
     ),
+    FlagSpec(
+        "client-ca-file",
+        _str,
+        "",
+        "Require a client certificate signed by these CAs (PEM) in the TLS handshake: the API "
+        "server's; reloaded when it changes",
+    ),
+    FlagSpec(
+        "client-allowed-names",
+        _str,
+        "",
+        "Comma-separated names (common name or DNS name) one of which a client certificate "
+        "must carry; needs --client-ca-file",
+    ),
 )
 
 
@@ -476,6 +494,10 @@ def _positional_notices(positional: Sequence[str]) -> tuple[Notice, ...]:
     )
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     """Build the Config; returns (config, wants_help, wants_version). Raises ConfigError."""
     try:
@@ -489,6 +511,8 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
             "works on current clusters; pass --in-cluster=false with --tls-cert/--tls-key "
             "(cert-manager, or `pod-identity-webhook certs`)"
         )
+    if values["client-allowed-names"] and not values["client-ca-file"]:
+        raise ConfigError("--client-allowed-names needs --client-ca-file (the CAs to verify with)")
     config = Config(
         mutation=mutation_config(values),
         port=values["port"],
@@ -515,9 +539,9 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         webhook_configuration=values["webhook-configuration"]
         or ("pod-identity-webhook" if values["cert-bootstrap"] else ""),
         cert_validity_days=values["cert-validity-days"],
-        cert_extra_names=tuple(
-            n.strip() for n in values["cert-extra-names"].split(",") if n.strip()
-        ),
+        cert_extra_names=_names(values["cert-extra-names"]),
+        client_ca_file=values["client-ca-file"],
+        client_allowed_names=_names(values["client-allowed-names"]),
         policy_file=values["policy"],
         rules=tuple(values["rule"]),
         rule_timeout=values["rule-timeout"],

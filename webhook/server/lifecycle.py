@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,7 @@ from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.server.clients import require_client_certificates
 from webhook.server.metrics import Metrics, production_registry
 from webhook.sources.files import PolledFile, file_sources
 from webhook.sources.informers import start_informers
@@ -103,7 +105,14 @@ async def serve(config: Config) -> int:
             )
         context = server_context(config.tls_min_version, config.tls_cipher_suites)
         certificates = CertificateReloader(
-            context, config.tls_cert, config.tls_key, on_reload=_report_certificate(metrics)
+            context,
+            config.tls_cert,
+            config.tls_key,
+            on_reload=_report_certificate(metrics),
+            client_ca=config.client_ca_file,
+            factory=functools.partial(
+                server_context, config.tls_min_version, config.tls_cipher_suites
+            ),
         )
         loaded = certificates.load()
         metrics.certificate_expiry.set(loaded.not_after.timestamp())
@@ -144,8 +153,10 @@ async def serve(config: Config) -> int:
             await stack.enter_async_context(background(hook, name, run))
         stop = asyncio.Event()
         stack.callback(_install_signal_handlers(stop))
-        await _listen(stack, make_webhook_app(hook), config.port, context)
-        await _listen(stack, make_metrics_app(hook), config.metrics_port, None)
+        webhook_app, metrics_app = make_webhook_app(hook), make_metrics_app(hook)
+        require_client_certificates(webhook_app, metrics_app, config)
+        await _listen(stack, webhook_app, config.port, context)
+        await _listen(stack, metrics_app, config.metrics_port, None)
         log.info(
             "started",
             port=config.port,
