@@ -163,6 +163,13 @@ class Config:
     """Ours: require API-server client certificates signed by these CAs (mTLS)."""
     client_allowed_names: tuple[str, ...] = ()
     """Ours: and carrying one of these names (common name or DNS name); empty: any."""
+    audit_pods: bool = False
+    """Ours: watch Pods and report those without the credentials they should have."""
+    audit_exclude_namespaces: tuple[str, ...] = ("kube-system",)
+    audit_delete_pods: bool = False
+    """Ours: delete reported Pods that a controller recreates (never in kube-system)."""
+    audit_delete_interval: float = 10.0
+    """At most one deletion per this many seconds."""
 
 
 def _int(text: str) -> int:
@@ -361,6 +368,35 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
         "Comma-separated DNS names or IP addresses added to bootstrapped certificates",
     ),
     FlagSpec(
+        "audit-pods",
+        parse_go_bool,
+        False,
+        "Watch Pods; report (metric, Event) those without the credentials the webhook would "
+        "give them now",
+        "bool",
+    ),
+    FlagSpec(
+        "audit-exclude-namespaces",
+        _str,
+        "kube-system",
+        "Comma-separated namespaces the Pod audit ignores (as the webhook configuration does)",
+    ),
+    FlagSpec(
+        "audit-delete-pods",
+        parse_go_bool,
+        False,
+        "Delete reported Pods that have a controller, so they are recreated through the "
+        "webhook (never in kube-system); needs --audit-pods",
+        "bool",
+    ),
+    FlagSpec(
+        "audit-delete-interval",
+        _positive_duration,
+        10.0,
+        "At most one Pod deletion per this interval",
+        "duration",
+    ),
+    FlagSpec(
         "client-ca-file",
         _str,
         "",
@@ -511,6 +547,8 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
             "works on current clusters; pass --in-cluster=false with --tls-cert/--tls-key "
             "(cert-manager, or `pod-identity-webhook certs`)"
         )
+    if values["audit-delete-pods"] and not values["audit-pods"]:
+        raise ConfigError("--audit-delete-pods needs --audit-pods (the audit finds the Pods)")
     if values["client-allowed-names"] and not values["client-ca-file"]:
         raise ConfigError("--client-allowed-names needs --client-ca-file (the CAs to verify with)")
     config = Config(
@@ -540,6 +578,10 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         or ("pod-identity-webhook" if values["cert-bootstrap"] else ""),
         cert_validity_days=values["cert-validity-days"],
         cert_extra_names=_names(values["cert-extra-names"]),
+        audit_pods=values["audit-pods"],
+        audit_exclude_namespaces=_names(values["audit-exclude-namespaces"]),
+        audit_delete_pods=values["audit-delete-pods"],
+        audit_delete_interval=values["audit-delete-interval"],
         client_ca_file=values["client-ca-file"],
         client_allowed_names=_names(values["client-allowed-names"]),
         policy_file=values["policy"],

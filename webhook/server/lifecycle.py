@@ -30,6 +30,7 @@ from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.server.audit import start_auditor
 from webhook.server.clients import require_client_certificates
 from webhook.server.metrics import Metrics, production_registry
 from webhook.sources.files import PolledFile, file_sources
@@ -149,6 +150,10 @@ async def serve(config: Config) -> int:
         loops += [(f"poll {file.path}", file.run) for file in polled]
         if api is not None:
             loops.append(("ca-bundle-watch", _ca_bundle_watch(hook, api, bootstrap).run))
+        if config.audit_pods:
+            auditor = start_auditor(hook, asyncio.get_running_loop())
+            stack.push_async_callback(auditor.close)
+            loops.append(("pod-audit", auditor.run))
         for name, run in loops:
             await stack.enter_async_context(background(hook, name, run))
         stop = asyncio.Event()

@@ -9,7 +9,7 @@ own and are exposed untyped under their bare names. Our own series follow ordina
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -60,6 +60,10 @@ class StoreView(Protocol):
     ever_populated: bool
 
     def __len__(self) -> int: ...
+
+
+class AuditView(Protocol):
+    def counts(self) -> Mapping[str, int]: ...
 
 
 class _UpstreamCounters(Collector):
@@ -119,6 +123,25 @@ class _StoreCollector(Collector):
             "ServiceAccounts in the webhook's cache.",
             value=len(self._store),
         )
+
+
+class _AuditCollector(Collector):
+    """The Pod auditor's gauge: read from its findings at scrape time, so a namespace whose
+    Pods are all fixed or gone simply disappears."""
+
+    def __init__(self, auditor: AuditView) -> None:
+        self._auditor = auditor
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "pod_identity_webhook_pods_without_credentials",
+            "Pods whose containers lack the credentials the webhook would give them now "
+            "(--audit-pods), by namespace.",
+            labels=["namespace"],
+        )
+        for namespace, count in sorted(self._auditor.counts().items()):
+            family.add_metric([namespace], count)
+        yield family
 
 
 class Metrics:
@@ -214,6 +237,20 @@ class Metrics:
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
+
+    def watch_auditor(self, auditor: AuditView) -> None:
+        """--audit-pods: the Pods without credentials, and what the auditor did about them."""
+        self.registry.register(_AuditCollector(auditor))
+        self.audit_actions = Counter(
+            "pod_identity_webhook_audit_actions",
+            "What the Pod auditor did by action (event, delete) and result (created, exists, "
+            "deleted, gone, refused, error).",
+            ["action", "result"],
+            registry=self.registry,
+        )
+
+    def audit_action(self, action: str, result: str) -> None:
+        self.audit_actions.labels(action, result).inc()
 
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         """Upstream's per-request instrumentation (microseconds, truncated)."""
