@@ -307,3 +307,17 @@ def test_a_replacement_that_comes_back_without_credentials_is_left_alone():
     refusal = deletion_refusal(slim_pod(created="2026-12-02T06:00:00Z"), earlier)
     assert refusal is not None
     assert "still not reached" in refusal
+
+
+def test_the_readme_shows_the_event_message_the_auditor_writes():
+    from tests.test_docs import README, block_containing
+
+    shown = block_containing(README.read_text(encoding="utf-8"), "MissingCredentials   pod/")
+    finding = Finding(
+        containers=("app",),
+        method="sts_web_identity",
+        service_account="team-a/app",
+        role_arn=ROLE,
+        role_source="service-account",
+    )
+    assert shown.rstrip().endswith(f"pod/report   {finding.message}")

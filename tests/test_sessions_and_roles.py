@@ -369,3 +369,16 @@ def test_mutate_fails_on_a_denied_required_pod(tmp_path: Path):
     assert status == 3
     assert "requires AWS credentials" in err.getvalue()
     assert out.getvalue().strip() == "[]"
+
+
+def test_the_readme_shows_the_denial_a_required_pod_gets():
+    from tests.test_docs import README, block_containing
+
+    shown = block_containing(README.read_text(encoding="utf-8"), "denied the request: the Pod")
+    the_pod = pod(labels=REQUIRED)
+    the_pod["spec"]["serviceAccountName"] = "default"
+    config = MutationConfig()
+    found = StaticSources()
+    found.service_accounts["team-a/default"] = parse_service_account({}, config)
+    decided = decide(the_pod, namespace="team-a", sources=found, config=config)
+    assert shown.rstrip().endswith(f"denied the request: {answer(decided).denial}")

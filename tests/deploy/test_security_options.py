@@ -197,3 +197,34 @@ def test_the_security_options_pass_server_side_validation(
         checked.append((obj["kind"], namespaced(obj)))
     assert ("MutatingWebhookConfiguration", False) in checked
     assert sum(kind == "ClusterRole" for kind, _ in checked) >= 2
+
+
+def test_the_documented_client_certificate_overlay_renders_and_passes_validation(
+    renderer: Renderer, kustomize: Path, tmp_path: Path
+) -> None:
+    """manifests/README.md "Authenticating the API server": its overlay, laid out as it says,
+    mounts the CA, passes the flags and moves both probes to the plain metrics port."""
+    from tests.test_docs import MANIFESTS_README, block
+
+    text = block(
+        MANIFESTS_README.read_text(encoding="utf-8"),
+        "# my-webhook/kustomization.yaml: the API server's client CA in a ConfigMap, the flags, and",
+    )
+    (tmp_path / "pod-identity-webhook").symlink_to(renderer.manifests_copy().parent)
+    overlay = tmp_path / "my-webhook"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(text, encoding="utf-8")
+    (overlay / "apiserver-client-ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    objects = renderer.kustomize_build(overlay)
+    deployment = one(objects, "Deployment", NAME)
+    spec = container(deployment)
+    assert "--client-ca-file=/etc/webhook/client-ca/ca.crt" in spec["args"]
+    mount = next(m for m in spec["volumeMounts"] if m["name"] == "client-ca")
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    (volume,) = (v for v in volumes if v["name"] == "client-ca")
+    config_map = one(objects, "ConfigMap")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert mount["mountPath"] == "/etc/webhook/client-ca"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert spec[probe]["httpGet"]["port"] == "metrics"
+        assert spec[probe]["httpGet"]["scheme"] == "HTTP"
