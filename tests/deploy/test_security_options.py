@@ -158,6 +158,8 @@ def test_the_chart_offers_the_same_options(renderer: Renderer, helm: Path) -> No
         (["--set", "audit.excludeNamespaces={Bad_Name}"], "excludeNamespaces"),
         (["--set", "webhook.requireCredentials=yes"], "requireCredentials"),
         (["--set", "audit.unknown=1"], "unknown"),
+        (["--set", "clientAuth.caCrt=not a certificate"], "caCrt"),
+        (["--set", "clientAuth.allowedNames={a b}"], "allowedNames"),
     ],
 )
 def test_bad_security_values_are_refused(helm: Path, args: list[str], message: str) -> None:
@@ -185,6 +187,8 @@ def test_the_security_options_pass_server_side_validation(
             "audit.deletePods=true",
             "--set",
             "webhook.requireCredentials=true",
+            "--set-file",
+            f"clientAuth.caCrt={renderer.helm_certs() / 'ca.crt'}",
         )
     namespace = cluster.namespace(f"deploy-dry-run-security-{source}", webhook=None)
     checked = []
@@ -228,3 +232,32 @@ def test_the_documented_client_certificate_overlay_renders_and_passes_validation
     for probe in ("readinessProbe", "livenessProbe"):
         assert spec[probe]["httpGet"]["port"] == "metrics"
         assert spec[probe]["httpGet"]["scheme"] == "HTTP"
+
+
+def test_the_chart_can_require_the_api_servers_client_certificate(
+    renderer: Renderer, helm: Path
+) -> None:
+    ca = renderer.helm_certs() / "ca.crt"
+    objects = renderer.helm_template(
+        "--set-file",
+        f"clientAuth.caCrt={ca}",
+        "--set",
+        "clientAuth.allowedNames={kube-apiserver-webhook-client,other}",
+    )
+    deployment = one(objects, "Deployment")
+    spec = container(deployment)
+    assert "--client-ca-file=/etc/webhook/client-ca/ca.crt" in spec["args"]
+    assert "--client-allowed-names=kube-apiserver-webhook-client,other" in spec["args"]
+    config_map = one(objects, "ConfigMap", f"{NAME}-client-ca")
+    assert config_map["data"]["ca.crt"].strip() == ca.read_text(encoding="utf-8").strip()
+    (volume,) = (
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "client-ca"
+    )
+    assert volume["configMap"]["name"] == f"{NAME}-client-ca"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert spec[probe]["httpGet"]["port"] == "metrics"
+        assert spec[probe]["httpGet"]["scheme"] == "HTTP"
+    plain = container(one(renderer.helm_template(), "Deployment"))
+    assert plain["readinessProbe"]["httpGet"]["port"] == "https"
+    assert not any(a.startswith("--client") for a in plain["args"])
+    assert of_kind(renderer.helm_template(), "ConfigMap") == []

@@ -116,8 +116,8 @@ def decide(
         raise InvalidPod("the object must be a JSON object")
     metadata = mapping(pod.get("metadata"), "metadata")
     annotations = string_map(metadata.get("annotations"), "metadata.annotations")
-    labels = string_map(metadata.get("labels"), "metadata.labels")
-    required = labels.get(REQUIRE_CREDENTIALS_LABEL) == "true"
+    labels = metadata.get("labels")  # read, not checked: only container credentials label
+    required = isinstance(labels, dict) and labels.get(REQUIRE_CREDENTIALS_LABEL) == "true"
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         raise InvalidPod("spec must be an object")
