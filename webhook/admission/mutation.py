@@ -132,7 +132,7 @@ def decide(
     found = Decision(
         namespace=namespace, name=name, entry=entry, reason="injected", required=required
     )
-    roles = _container_roles(annotations, config, notes)
+    roles = _container_roles(annotations, config, notes) if annotations else {}
     session: SessionName | None = None
 
     if sources.container_credentials(namespace, name):
@@ -171,11 +171,11 @@ def decide(
             credentials=(("AWS_ROLE_ARN", role_arn), ("AWS_WEB_IDENTITY_TOKEN_FILE", None)),
             region=_region(entry, config),
             container_roles=roles,
-            session_name=_session_variable(session),
+            session_name=_session_variable(session) if session is not None else None,
         )
 
     patch, targets, names = patch_for(pod, annotations, plan, config.annotation_prefix, notes)
-    applied = _applied_roles(roles, names, config.annotation_prefix, notes)
+    applied = _applied_roles(roles, names, config.annotation_prefix, notes) if roles else ()
     return Decision(
         namespace=namespace,
         name=name,
@@ -386,9 +386,7 @@ def _session_name(
     return session
 
 
-def _session_variable(session: SessionName | None) -> EnvVar | None:
-    if session is None:
-        return None
+def _session_variable(session: SessionName) -> EnvVar:
     if session.field:
         return {"name": SESSION_NAME_VAR, "valueFrom": {"fieldRef": {"fieldPath": session.value}}}
     return {"name": SESSION_NAME_VAR, "value": session.value}

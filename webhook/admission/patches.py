@@ -227,6 +227,8 @@ def _env_additions(
         already = ", ".join(k for k in keys if k in present)
         text = f"container {name} already sets {already}; not overwritten"
         notes.append(Note("variables-present", text))
+    elif not plan.container_roles and plan.session_name is None:
+        additions.extend(credentials)  # upstream's case: nothing of ours to add
     else:
         additions.extend(
             var
