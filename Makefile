@@ -25,6 +25,17 @@ test: install
 e2e: install
 	$(BIN)/pytest tests/e2e -q
 
+# promtool and the PromQL selector lister for tests/monitoring, cached outside the repo
+# (tools/promtool/README.md); `make test` builds them when missing.
+.PHONY: promtool
+promtool:
+	tools/promtool/build.sh
+
+# iproute2 for the node agent's network-namespace test (tests/e2e/test_pod_identity_netns.py).
+.PHONY: netns-tools
+netns-tools:
+	tools/netns/install.sh
+
 # AWS's Go webhook, cached outside the repo (tools/upstream/README.md), and the side-by-side tiers.
 .PHONY: upstream differential bench-upstream
 upstream:

@@ -64,7 +64,7 @@ class Owner:
     uid: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SlimPod:
     """What the auditor keeps of one Pod: enough for `decide`, an Event and a deletion."""
 
@@ -181,7 +181,7 @@ def slim(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
     """A Pod without the credentials its ServiceAccount calls for, and why it should have them."""
 

@@ -106,15 +106,15 @@ class Auditor:
         self._stop = threading.Event()
         self._instance = socket.gethostname()
         self._reflector = Reflector(
-            api,
-            "/api/v1/pods",
-            {"fieldSelector": FIELD_SELECTOR},
-            self._listed,
-            self._changed,
-            max(1, int(config.resync_period)),
-            "pods",
-            self._stop,
-            on_error,
+            api=api,
+            path="/api/v1/pods",
+            query={"fieldSelector": FIELD_SELECTOR},
+            on_list=self._listed,
+            on_event=self._changed,
+            watch_seconds=max(1, int(config.resync_period)),
+            name="pods",
+            stop=self._stop,
+            on_error=on_error,
         )
         self._thread = threading.Thread(target=self._reflector.run, name="audit-pods", daemon=True)
 
