@@ -7,10 +7,12 @@ the additive patch that carries them is built by `patches`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from webhook.admission.entries import (
     CONTAINER_ROLE_ARN,
@@ -129,9 +131,7 @@ def decide(
         text = "the review has no request.namespace, so no ServiceAccount can match"
         notes.append(Note("namespace-missing", text))
     entry = sources.service_account(namespace, name)
-    found = Decision(
-        namespace=namespace, name=name, entry=entry, reason="injected", required=required
-    )
+    found = _Found(namespace, name, entry)
     roles = _container_roles(annotations, config, notes) if annotations else {}
     session: SessionName | None = None
 
@@ -160,19 +160,17 @@ def decide(
         role_source, (role_arn, audience, regional, expiration) = role
         expiration = _pod_expiration(annotations, config.annotation_prefix, expiration, notes)
         session = _session_name(metadata, spec, annotations, entry, config, notes)
-        plan = Plan(
-            method="sts_web_identity",
-            volume_name=WEB_IDENTITY_VOLUME,
-            mount_path=config.token_mount_path,
-            token_path=WEB_IDENTITY_TOKEN_PATH,
-            audience=audience,
-            expiration=expiration,
-            regional_sts=regional,
-            credentials=(("AWS_ROLE_ARN", role_arn), ("AWS_WEB_IDENTITY_TOKEN_FILE", None)),
-            region=_region(entry, config),
-            container_roles=roles,
-            session_name=_session_variable(session) if session is not None else None,
+        plan = _web_identity_plan(
+            role_arn,
+            audience,
+            regional,
+            expiration,
+            _region(entry, config),
+            session,
+            config.token_mount_path,
         )
+        if roles:  # per Pod, so not part of the shared plan
+            plan = dataclasses.replace(plan, container_roles=roles)
 
     patch, targets, names = patch_for(pod, annotations, plan, config.annotation_prefix, notes)
     applied = _applied_roles(roles, names, config.annotation_prefix, notes) if roles else ()
@@ -195,10 +193,48 @@ def decide(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _web_identity_plan(
+    role_arn: str,
+    audience: str,
+    regional: bool,
+    expiration: int,
+    region: str,
+    session: SessionName | None,
+    mount_path: str,
+) -> Plan:
+    """The web-identity plan for these settings: the same for every Pod of a ServiceAccount
+    (unless the Pod's annotations change them), so built once, not per admission."""
+    return Plan(
+        method="sts_web_identity",
+        volume_name=WEB_IDENTITY_VOLUME,
+        mount_path=mount_path,
+        token_path=WEB_IDENTITY_TOKEN_PATH,
+        audience=audience,
+        expiration=expiration,
+        regional_sts=regional,
+        credentials=(("AWS_ROLE_ARN", role_arn), ("AWS_WEB_IDENTITY_TOKEN_FILE", None)),
+        region=region,
+        session_name=_session_variable(session) if session is not None else None,
+    )
+
+
+class _Found(NamedTuple):
+    """The ServiceAccount a Pod names, and its entry (None: not found)."""
+
+    namespace: str
+    name: str
+    entry: ServiceAccountEntry | None
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 _RoleSettings = tuple[str, str, bool, int]  # role ARN, audience, regional STS, expiration
 
 
-def _role(found: Decision, sources: Sources) -> tuple[RoleSource, _RoleSettings] | Decision:
+def _role(found: _Found, sources: Sources) -> tuple[RoleSource, _RoleSettings] | Decision:
     """Upstream's precedence: the ServiceAccount's annotation, then the ConfigMap's exact
     entry, then its `*` wildcard. A Decision when no role applies."""
     entry = found.entry
@@ -223,7 +259,7 @@ def _role(found: Decision, sources: Sources) -> tuple[RoleSource, _RoleSettings]
 
 
 def _not_mutated(
-    found: Decision,
+    found: _Found,
     reason: Reason,
     *,
     role_source: RoleSource | None = None,
@@ -242,7 +278,7 @@ def _not_mutated(
 def _pod_expiration(
     annotations: Mapping[str, str], prefix: str, current: int, notes: list[Note]
 ) -> int:
-    raw = annotations.get(f"{prefix}/{TOKEN_EXPIRATION}")
+    raw = annotations.get(f"{prefix}/{TOKEN_EXPIRATION}") if annotations else None
     if raw is None:
         return current
     value, raised = parse_token_expiration(raw)
@@ -261,7 +297,7 @@ def _pod_expiration(
 
 
 def _container_credentials_plan(
-    found: Decision,
+    found: _Found,
     annotations: Mapping[str, str],
     sources: Sources,
     config: MutationConfig,

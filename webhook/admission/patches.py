@@ -109,6 +109,21 @@ def _name(item: Any, where: str) -> str:
     return name
 
 
+def _names(items: list[Any], where: str) -> set[str]:
+    """The names of a list of objects; the error message is only formatted for a bad item
+    (this runs for every env variable and mount of every admission)."""
+    names = set()
+    for index, item in enumerate(items):
+        name = item.get("name") if type(item) is dict else 0
+        if type(name) is str:
+            names.add(name)
+        elif name is None:
+            names.add("")
+        else:
+            names.add(_name(item, f"{where}[{index}]"))  # raises InvalidPod
+    return names
+
+
 def _is_windows(spec: Mapping[str, Any]) -> bool:
     selectors = string_map(spec.get("nodeSelector"), "spec.nodeSelector")
     if any(selectors.get(key) == "windows" for key in WINDOWS_SELECTORS):
@@ -150,7 +165,7 @@ def _label_ops(pod: Mapping[str, Any], metadata: Mapping[str, Any]) -> list[Patc
 
 def _volume_ops(spec: Mapping[str, Any], plan: Plan) -> list[PatchOp]:
     volumes = _list(spec.get("volumes"), "spec.volumes")
-    if plan.volume_name in {_name(v, f"spec.volumes[{i}]") for i, v in enumerate(volumes)}:
+    if plan.volume_name in _names(volumes, "spec.volumes"):
         return []  # conflicts are found by name only (upstream)
     projection: dict[str, Any] = {"expirationSeconds": plan.expiration, "path": plan.token_path}
     if plan.audience:
@@ -205,12 +220,16 @@ def _credentials(name: str, plan: Plan, credentials: list[EnvVar]) -> list[EnvVa
 
 
 def _env_additions(
-    name: str, present: set[str], plan: Plan, credentials: list[EnvVar], notes: list[Note]
+    name: str,
+    present: set[str],
+    plan: Plan,
+    credentials: list[EnvVar],
+    keys: tuple[str, ...],
+    notes: list[Note],
 ) -> list[EnvVar] | None:
     """What one container's env lacks, in upstream's order; None: leave the container alone."""
-    keys = plan.credential_keys
-    has_credentials = any(key in present for key in keys)
-    has_region = any(key in present for key in REGION_VARS)
+    has_credentials = not present.isdisjoint(keys)
+    has_region = not present.isdisjoint(REGION_VARS)
     has_sts = STS_VAR in present
     if has_credentials and has_region and has_sts:
         # Upstream's per-container early exit: no variable and no mount either.
@@ -256,8 +275,11 @@ def patch_for(
         {"name": name, "value": token_file if value is None else value}
         for name, value in plan.credentials
     ]
-    skip = _container_names(annotations, prefix, SKIP_CONTAINERS, notes)
-    include = _container_names(annotations, prefix, INCLUDE_CONTAINERS, notes)
+    keys = plan.credential_keys
+    skip = include = None
+    if annotations:  # most Pods have none of ours: no keys to build
+        skip = _container_names(annotations, prefix, SKIP_CONTAINERS, notes)
+        include = _container_names(annotations, prefix, INCLUDE_CONTAINERS, notes)
     targets: list[str] = []
     names: list[str] = []
     for field, index, container, name in _containers(spec):
@@ -271,16 +293,13 @@ def patch_for(
         base = f"/spec/{field}/{index}"
         targets.append(base)
         names.append(name)
-        env = _list(container.get("env"), f"{where}.env")
-        present = {_name(var, f"{where}.env[{i}]") for i, var in enumerate(env)}
-        additions = _env_additions(name, present, plan, credentials, notes)
+        present = _names(_list(container.get("env"), f"{where}.env"), f"{where}.env")
+        additions = _env_additions(name, present, plan, credentials, keys, notes)
         if additions is None:
             continue
         ops += _append(container, "env", base, list(additions))
         mounts = _list(container.get("volumeMounts"), f"{where}.volumeMounts")
-        if plan.volume_name not in {
-            _name(m, f"{where}.volumeMounts[{i}]") for i, m in enumerate(mounts)
-        }:
+        if plan.volume_name not in _names(mounts, f"{where}.volumeMounts"):
             mount = {"name": plan.volume_name, "readOnly": True, "mountPath": plan.mount_path}
             ops += _append(container, "volumeMounts", base, [mount])
     return ops, targets, names
