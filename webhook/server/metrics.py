@@ -8,20 +8,26 @@ own and are exposed untyped under their bare names. Our own series follow ordina
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, get_args
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol, get_args
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
-    Summary,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from webhook.admission.extensions import Extras
 from webhook.admission.verdicts import Verdict
@@ -111,6 +117,97 @@ class _UpstreamCounters(Collector):
         yield family
 
 
+class _Histogram:
+    """One histogram series: what prometheus_client's Histogram keeps, without its locks."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            out.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        return out
+
+
+class _AdmissionSeries(Collector):
+    """The series every /mutate request touches: upstream's request latency histogram and
+    summary, and our admissions, lookups and duration histogram.
+
+    prometheus_client takes a lock per value (seven per admission, about half of the metrics'
+    cost in benchmarks/micro.py). These are written on the event loop only, so they are plain
+    numbers here, exposed with the names, help, labels, buckets and order the library's
+    Histogram, Summary and Counter gave them; collect() copies them first."""
+
+    def __init__(self) -> None:
+        self.latencies: dict[tuple[str, str], _Histogram] = {}
+        self.summaries: dict[tuple[str, str], tuple[int, float]] = {}  # count, sum
+        self.duration = _Histogram(DURATION_BUCKETS)
+        self.admissions: dict[tuple[str, str], float] = {}
+        self.lookups: dict[str, float] = {}
+
+    def request(self, verb: str, path: str, micros: int) -> None:
+        key = (verb, path)
+        histogram = self.latencies.get(key)
+        if histogram is None:
+            histogram = self.latencies[key] = _Histogram(UPSTREAM_LATENCY_BUCKETS)
+            self.summaries[key] = (0, 0.0)
+        histogram.observe(micros)
+        count, total = self.summaries[key]
+        self.summaries[key] = (count + 1, total + micros)
+
+    def collect(self) -> Iterator[Metric]:
+        latencies = HistogramMetricFamily(
+            "http_request_latencies",
+            "Response latency distribution in microseconds for each verb and path",
+            labels=["verb", "path"],
+        )
+        for labels, histogram in list(self.latencies.items()):
+            latencies.add_metric(labels, histogram.buckets(), histogram.sum)
+        yield latencies
+        summary = SummaryMetricFamily(
+            "http_request_duration_microseconds",
+            "Response latency summary in microseconds for each verb and path.",
+            labels=["verb", "path"],
+        )
+        for labels, (count, total) in list(self.summaries.items()):
+            summary.add_metric(labels, count, total)
+        yield summary
+        duration = HistogramMetricFamily(
+            "pod_identity_webhook_admission_duration_seconds",
+            "Time to answer one /mutate request, in seconds.",
+        )
+        duration.add_metric([], self.duration.buckets(), self.duration.sum)
+        yield duration
+        admissions = CounterMetricFamily(
+            "pod_identity_webhook_admissions",
+            "Admission answers by outcome (mutated, not_mutated, denied, rejected, error) and "
+            "reason.",
+            labels=["outcome", "reason"],
+        )
+        for labels, value in list(self.admissions.items()):
+            admissions.add_metric(labels, value)
+        yield admissions
+        lookups = CounterMetricFamily(
+            "pod_identity_webhook_service_account_lookups",
+            "ServiceAccount lookups by path: cache, informer or api (arrived while the request "
+            "waited), missed.",
+            labels=["path"],
+        )
+        for path, value in list(self.lookups.items()):
+            lookups.add_metric([path], value)
+        yield lookups
+
+
 class _StoreCollector(Collector):
     def __init__(self, store: StoreView) -> None:
         self._store = store
@@ -172,47 +269,13 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._latency_children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._admission_children: dict[tuple[str, str], Any] = {}
-        self._lookup_children: dict[str, Any] = {}
         self._upstream = _UpstreamCounters()
         registry.register(self._upstream)
         # Declared without the auditor too, so a scrape shows the family an alert reads.
         self._audit = _AuditCollector()
         registry.register(self._audit)
-        self.request_latencies = Histogram(
-            "http_request_latencies",
-            "Response latency distribution in microseconds for each verb and path",
-            ["verb", "path"],
-            buckets=UPSTREAM_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.request_summary = Summary(
-            "http_request_duration_microseconds",
-            "Response latency summary in microseconds for each verb and path.",
-            ["verb", "path"],
-            registry=registry,
-        )
-        self.admission_duration = Histogram(
-            "pod_identity_webhook_admission_duration_seconds",
-            "Time to answer one /mutate request, in seconds.",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.admissions = Counter(
-            "pod_identity_webhook_admissions",
-            "Admission answers by outcome (mutated, not_mutated, denied, rejected, error) and "
-            "reason.",
-            ["outcome", "reason"],
-            registry=registry,
-        )
-        self.lookups = Counter(
-            "pod_identity_webhook_service_account_lookups",
-            "ServiceAccount lookups by path: cache, informer or api (arrived while the request "
-            "waited), missed.",
-            ["path"],
-            registry=registry,
-        )
+        self._series = _AdmissionSeries()
+        registry.register(self._series)
         self.certificate_reloads = Counter(
             "pod_identity_webhook_certificate_reloads",
             "Serving certificate reloads by result (success or error).",
@@ -259,13 +322,13 @@ class Metrics:
         # Children that exist from the start, at 0: rate() and increase() see the first event
         # of a series only if the series was there before it.
         for path in get_args(LookupPath):
-            self._child(self._lookup_children, self.lookups, path)
+            self._series.lookups[path] = 0.0
         for result in ("found", "not_found", "error"):
             self.fetches.labels(result)
         for result in ("success", "error"):
             self.certificate_reloads.labels(result)
         for outcome, reason in (("rejected", "bad_request"), ("error", "internal_error")):
-            self._child(self._admission_children, self.admissions, outcome, reason)
+            self._series.admissions[outcome, reason] = 0.0
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
@@ -289,17 +352,8 @@ class Metrics:
 
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         """Upstream's per-request instrumentation (microseconds, truncated)."""
-        micros = int(seconds * 1e6)
         self._upstream.requests[(verb, path, str(code))] += 1
-        children = self._latency_children.get((verb, path))
-        if children is None:  # labels() costs a lock and a lookup; resolve each pair once
-            children = (
-                self.request_latencies.labels(verb, path),
-                self.request_summary.labels(verb, path),
-            )
-            self._latency_children[(verb, path)] = children
-        children[0].observe(micros)
-        children[1].observe(micros)
+        self._series.request(verb, path, int(seconds * 1e6))
 
     def record(
         self,
@@ -310,8 +364,9 @@ class Metrics:
         seconds: float,
         extras: Extras | None = None,
     ) -> None:
-        """Everything one answered admission counts, with children resolved once per label."""
-        self._child(self._lookup_children, self.lookups, lookup).inc()
+        """Everything one answered admission counts."""
+        series = self._series
+        series.lookups[lookup] += 1
         if lookup == "missed":
             self._upstream.missing_service_accounts += 1
         if method is not None:
@@ -322,8 +377,8 @@ class Metrics:
             for name, _ in extras.rule_errors:
                 self.rule_errors.labels(name).inc()
         key = (judged.outcome, judged.reason)
-        self._child(self._admission_children, self.admissions, *key).inc()
-        self.admission_duration.observe(seconds)
+        series.admissions[key] = series.admissions.get(key, 0.0) + 1
+        series.duration.observe(seconds)
 
     def ca_bundle_checked(self, trusted: bool) -> None:
         self._ca_bundle.trusted = trusted
@@ -334,17 +389,8 @@ class Metrics:
 
     def reject(self, seconds: float) -> None:
         """A request that was not an admission we could answer (HTTP 4xx)."""
-        self._child(self._admission_children, self.admissions, "rejected", "bad_request").inc()
-        self.admission_duration.observe(seconds)
+        self._series.admissions["rejected", "bad_request"] += 1
+        self._series.duration.observe(seconds)
 
     def internal_error(self) -> None:
-        self._child(self._admission_children, self.admissions, "error", "internal_error").inc()
-
-    @staticmethod
-    def _child(cache: dict[Any, Any], family: Any, *labels: str) -> Any:
-        # labels() costs a lock and a lookup; resolve each combination once.
-        key = labels if len(labels) > 1 else labels[0]
-        child = cache.get(key)
-        if child is None:
-            child = cache[key] = family.labels(*labels)
-        return child
+        self._series.admissions["error", "internal_error"] += 1
