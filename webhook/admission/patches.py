@@ -9,6 +9,7 @@ Pod that already has everything gets no operation at all.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,9 +110,9 @@ def _name(item: Any, where: str) -> str:
     return name
 
 
-def _names(items: list[Any], where: str) -> set[str]:
-    """The names of a list of objects; the error message is only formatted for a bad item
-    (this runs for every env variable and mount of every admission)."""
+def _names(items: list[Any], *where: str) -> set[str]:
+    """The names of a list of objects; `where` (its parts joined) is only formatted for a bad
+    item: this runs for every env variable and mount of every admission."""
     names = set()
     for index, item in enumerate(items):
         name = item.get("name") if type(item) is dict else 0
@@ -120,11 +121,24 @@ def _names(items: list[Any], where: str) -> set[str]:
         elif name is None:
             names.add("")
         else:
-            names.add(_name(item, f"{where}[{index}]"))  # raises InvalidPod
+            names.add(_name(item, f"{''.join(where)}[{index}]"))  # raises InvalidPod
     return names
 
 
+def _part_names(container: Mapping[str, Any], field: str, index: int, part: str) -> set[str]:
+    """The names in a container's `env` or `volumeMounts`; where it is, is spelled out only
+    for an error."""
+    items = container.get(part)
+    if items is None:
+        return set()
+    if not isinstance(items, list):
+        raise InvalidPod(f"spec.{field}[{index}].{part} must be a list")
+    return _names(items, "spec.", field, f"[{index}].", part)
+
+
 def _is_windows(spec: Mapping[str, Any]) -> bool:
+    if spec.get("nodeSelector") is None and spec.get("os") is None:
+        return False  # most Pods
     selectors = string_map(spec.get("nodeSelector"), "spec.nodeSelector")
     if any(selectors.get(key) == "windows" for key in WINDOWS_SELECTORS):
         return True
@@ -133,8 +147,13 @@ def _is_windows(spec: Mapping[str, Any]) -> bool:
     return isinstance(os_field, dict) and os_field.get("name") == "windows"
 
 
+@functools.lru_cache(maxsize=64)
+def _joined(directory: str, name: str) -> str:
+    return go_path_join(directory, name)
+
+
 def _token_file(spec: Mapping[str, Any], plan: Plan) -> str:
-    path = go_path_join(plan.mount_path, plan.token_path)
+    path = _joined(plan.mount_path, plan.token_path)
     if _is_windows(spec):
         # Only the env value changes; the mountPath stays Unix-style (upstream).
         return "C:" + path.replace("/", "\\")
@@ -283,7 +302,6 @@ def patch_for(
     targets: list[str] = []
     names: list[str] = []
     for field, index, container, name in _containers(spec):
-        where = f"spec.{field}[{index}]"
         if skip is not None and name in skip:
             notes.append(Note("container-skipped", f"container {name} skipped by annotation"))
             continue
@@ -293,13 +311,12 @@ def patch_for(
         base = f"/spec/{field}/{index}"
         targets.append(base)
         names.append(name)
-        present = _names(_list(container.get("env"), f"{where}.env"), f"{where}.env")
+        present = _part_names(container, field, index, "env")
         additions = _env_additions(name, present, plan, credentials, keys, notes)
         if additions is None:
             continue
         ops += _append(container, "env", base, list(additions))
-        mounts = _list(container.get("volumeMounts"), f"{where}.volumeMounts")
-        if plan.volume_name not in _names(mounts, f"{where}.volumeMounts"):
+        if plan.volume_name not in _part_names(container, field, index, "volumeMounts"):
             mount = {"name": plan.volume_name, "readOnly": True, "mountPath": plan.mount_path}
             ops += _append(container, "volumeMounts", base, [mount])
     return ops, targets, names

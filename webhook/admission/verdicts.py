@@ -6,6 +6,7 @@ so they cannot disagree about what happened to a Pod.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,14 +54,18 @@ def required_denial(decision: Decision) -> str | None:
     )
 
 
+_verdict = functools.cache(Verdict)
+"""The few verdicts there are, each built once: a frozen dataclass costs more than a lookup."""
+
+
 def verdict(decision: Decision, extras: Extras | None = None) -> Verdict:
     extras = extras or _NO_EXTRAS
     if decision.required and decision.method is None:
-        return Verdict("denied", "credentials-required")
+        return _verdict("denied", "credentials-required")
     if extras.denial:
-        return Verdict("denied", "policy" if extras.violations else "rule")
+        return _verdict("denied", "policy" if extras.violations else "rule")
     mutated = decision.mutated or bool(extras.patch)
-    return Verdict("mutated" if mutated else "not_mutated", decision.reason)
+    return _verdict("mutated" if mutated else "not_mutated", decision.reason)
 
 
 def warnings_for(decision: Decision) -> list[str]:
