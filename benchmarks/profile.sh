@@ -3,6 +3,7 @@
 #
 #   python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy    # once; not the project's venv
 #   PY_SPY=/tmp/pyspy/bin/py-spy benchmarks/profile.sh                  # the webhook
+#   PY_SPY=... PROFILE_CLASS=small benchmarks/profile.sh   # a request class of pods.py instead of review.json
 #   PY_SPY=... BENCH_TARGET=variant:uvloop+orjson BENCH_EXTRA_PYTHONPATH=/tmp/bench-extra benchmarks/profile.sh
 #
 # Server on CPU $BENCH_SERVER_CPU [0], wrk and py-spy on $BENCH_LOAD_CPU [1]; py-spy samples at
@@ -40,8 +41,25 @@ cleanup() {
 trap cleanup EXIT
 
 "$PY" -m webhook certs --dir "$WORK/certs" --local >/dev/null
-"$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
-    "$BENCH/review.json" "$WORK/review.json"
+SERVICE_ACCOUNTS=$ROOT/dev/service-accounts.yaml
+if [[ -n ${PROFILE_CLASS:-} ]]; then
+    # One request class of pods.py (small, large, unannotated) and its ServiceAccounts.
+    SERVICE_ACCOUNTS=$WORK/service-accounts.json
+    "$PY" - "$BENCH" "$PROFILE_CLASS" "$WORK/review.json" "$SERVICE_ACCOUNTS" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pods import ANNOTATED, NAMESPACE, PLAIN, ROLE_ANNOTATIONS, reviews
+json.dump(reviews()[sys.argv[2]], open(sys.argv[3], "w"), separators=(",", ":"))
+accounts = [
+    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": NAMESPACE, **extra}}
+    for name, extra in ((ANNOTATED, {"annotations": ROLE_ANNOTATIONS}), (PLAIN, {}))
+]
+json.dump({"apiVersion": "v1", "kind": "List", "items": accounts}, open(sys.argv[4], "w"))
+PY
+else
+    "$PY" -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
+        "$BENCH/review.json" "$WORK/review.json"
+fi
 read -r PORT METRICS_PORT < <("$PY" -c '
 import socket
 socks = [socket.socket() for _ in range(2)]
@@ -49,7 +67,7 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
 flags=(--in-cluster=false "--port=$PORT" "--metrics-port=$METRICS_PORT" "--tls-cert=$WORK/certs/tls.crt"
-    "--tls-key=$WORK/certs/tls.key" "--service-accounts=$ROOT/dev/service-accounts.yaml")
+    "--tls-key=$WORK/certs/tls.key" "--service-accounts=$SERVICE_ACCOUNTS")
 case $TARGET in
     ours) cmd=("$PY" -m webhook "${flags[@]}") ;;
     variant:*) cmd=("$PY" "$BENCH/webhook_variant.py" "${TARGET#variant:}" -- "${flags[@]}") ;;

@@ -9,25 +9,30 @@ kubeconfig and RBAC identity against the same real kube-apiserver + etcd (tests/
 so the same ServiceAccount cache ($BENCH_SERVICE_ACCOUNTS ServiceAccounts, one in ten
 annotated), the same flags (`--aws-default-region=us-west-2`), each pinned to CPU
 $BENCH_SERVER_CPU with taskset. The load generators run on CPU $BENCH_LOAD_CPU (kube-apiserver
-and etcd are moved there too, so the server's core only runs the server). The request mix, in
-equal interleaved shares: a small Pod (one container, annotated ServiceAccount), a large Pod (ten
-containers with variables, ports, probes, resources and mounts), an unannotated Pod.
+and etcd are moved there too, so the server's core only runs the server).
 
-Measured per server: start-up (process start to the first mutated answer; upstream has no
-readiness endpoint, so the same definition is used for both), admissions/s at saturation (wrk,
-closed loop, $BENCH_CONNECTIONS connections, median of $BENCH_SAT_RUNS runs; the server has one
-core, so this is also throughput per core), CPU time per admission (utime + stime of the server
-from /proc over the saturation runs), p50/p99/p99.9 latency at fixed rates (open loop, no
-coordinated omission: ../fixed_rate.py), and RSS (idle after start-up, after the load, peak).
-Prints a Markdown table with ours/upstream ratios, and how busy the server's core was with other
-work during each saturation run (the machine may be shared).
+The request classes (../pods.py), each measured on its own and as a mix: `small` (one
+container, annotated ServiceAccount: the common admission), `large` (ten containers with
+variables, ports, probes, resources and mounts), `unannotated` (the small Pod, no role: no
+patch), and `mix` (equal interleaved shares of the classes in $BENCH_MIX).
+
+Measured per server and class: admissions/s at saturation (wrk, closed loop,
+$BENCH_CONNECTIONS connections, median of $BENCH_SAT_RUNS runs; the server has one core, so this
+is also throughput per core) and CPU time per admission (utime + stime of the server from /proc
+over the saturation runs); per server: p50/p99/p99.9 latency at fixed rates for the classes in
+$BENCH_RATE_CLASSES (open loop, no coordinated omission: ../fixed_rate.py), start-up (process
+start to the first mutated answer; upstream has no readiness endpoint, so the same definition is
+used for both) and RSS (idle after start-up, after the load, peak). Prints Markdown tables with
+ours/upstream ratios, the class whose ratio is worst for us first, and how busy the server's
+core was with other work during each run (the machine may be shared).
 
 Environment (defaults in brackets): BENCH_QUICK=1; BENCH_SAT_SECONDS [10, quick 3];
 BENCH_SAT_RUNS [3, quick 1]; BENCH_RATE_SECONDS [10, quick 3]; BENCH_RATES ["100 500 1000"];
 BENCH_WARMUP_SECONDS [2, quick 1]; BENCH_CONNECTIONS [16]; BENCH_ROUNDS [1, servers interleaved,
 medians reported]; BENCH_TARGETS ["upstream ours"]; BENCH_SERVICE_ACCOUNTS [1000];
-BENCH_MIX ["small large unannotated"]: a subset sends only those
-bodies (e.g. BENCH_MIX=large BENCH_RATES= for one kind at saturation only);
+BENCH_CLASSES ["small large unannotated mix"]: the classes measured at
+saturation; BENCH_RATE_CLASSES ["small mix"]: the classes measured at fixed rates; BENCH_MIX
+["small large unannotated"]: what the mix is made of;
 BENCH_SERVER_CPU [0]; BENCH_LOAD_CPU [1]; BENCH_NICE (e.g. -20: servers and load generators
 run under `nice -n` in sessions of their own whose autogroup gets the same value, as in
 benchmarks/run.sh, so that other work on a shared machine takes less of their cores);
@@ -62,6 +67,20 @@ WRK_SCRIPT = HERE.parent / "mutate.lua"
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(HERE.parent))
+
+from pods import (  # noqa: E402
+    ANNOTATED,
+    CLASSES,
+    NAMESPACE,
+    PLAIN,
+    ROLE,
+    ROLE_ANNOTATIONS,
+    review,
+    reviews,
+    small_pod,
+)
+
 from tests.e2e.cluster import Cluster, find_binaries  # noqa: E402
 from tests.e2e.processes import _die_with_parent, free_port  # noqa: E402
 
@@ -85,9 +104,9 @@ SERVER_CPU = int(os.environ.get("BENCH_SERVER_CPU", "0"))
 LOAD_CPU = int(os.environ.get("BENCH_LOAD_CPU", "1"))
 PY = os.environ.get("BENCH_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 NICE = os.environ.get("BENCH_NICE", "")
-MIX = os.environ.get("BENCH_MIX", "small large unannotated").split()
-NAMESPACE = "bench"
-ROLE = "arn:aws:iam::111122223333:role/bench"
+MIX = os.environ.get("BENCH_MIX", " ".join(CLASSES)).split()
+SAT_CLASSES = os.environ.get("BENCH_CLASSES", " ".join((*CLASSES, "mix"))).split()
+RATE_CLASSES = os.environ.get("BENCH_RATE_CLASSES", "small mix").split()
 FLAGS = ("--aws-default-region=us-west-2",)
 READY_TIMEOUT = 60.0
 
@@ -130,123 +149,27 @@ def die(message: str) -> NoReturn:
 # --- the request mix ------------------------------------------------------------------------
 
 
-def review(uid: str, pod: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NAMESPACE,
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "system:serviceaccount:kube-system:replicaset-controller",
-                "groups": ["system:serviceaccounts", "system:authenticated"],
-            },
-            "object": pod,
-            "dryRun": False,
-        },
-    }
-
-
-def small_pod(service_account: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "orders-api-7d9f8b6c5d-",
-            "namespace": NAMESPACE,
-            "labels": {"app.kubernetes.io/name": "orders-api", "pod-template-hash": "7d9f8b6c5d"},
-        },
-        "spec": {
-            "serviceAccountName": service_account,
-            "containers": [
-                {
-                    "name": "api",
-                    "image": "registry.invalid/orders-api:2.14.1",
-                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                }
-            ],
-        },
-    }
-
-
-def large_pod() -> dict[str, Any]:
-    containers = [
-        {
-            "name": f"c{i}",
-            "image": f"registry.invalid/component-{i}:1.{i}.0",
-            "command": ["/bin/component"],
-            "args": ["--listen=:8080", f"--shard={i}", "--log-level=info"],
-            "ports": [
-                {"name": "http", "containerPort": 8080 + i, "protocol": "TCP"},
-                {"name": "metrics", "containerPort": 9090 + i, "protocol": "TCP"},
-            ],
-            "env": [{"name": f"SETTING_{j}", "value": f"value-{i}-{j}"} for j in range(6)]
-            + [
-                {
-                    "name": "POD_NAME",
-                    "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
-                }
-            ],
-            "resources": {
-                "requests": {"cpu": "250m", "memory": "256Mi"},
-                "limits": {"cpu": "1", "memory": "512Mi"},
-            },
-            "volumeMounts": [
-                {"name": "config", "mountPath": "/etc/component", "readOnly": True},
-                {"name": "scratch", "mountPath": "/scratch"},
-            ],
-            "readinessProbe": {
-                "httpGet": {"path": "/ready", "port": 8080 + i},
-                "periodSeconds": 5,
-            },
-            "livenessProbe": {
-                "httpGet": {"path": "/healthz", "port": 8080 + i},
-                "periodSeconds": 10,
-                "failureThreshold": 3,
-            },
-            "securityContext": {
-                "runAsNonRoot": True,
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "imagePullPolicy": "IfNotPresent",
-        }
-        for i in range(10)
-    ]
-    pod = small_pod("bench-annotated")
-    pod["metadata"]["annotations"] = {
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": "9090",
-    }
-    pod["spec"]["containers"] = containers
-    pod["spec"]["volumes"] = [
-        {"name": "config", "configMap": {"name": "component-config"}},
-        {"name": "scratch", "emptyDir": {}},
-    ]
-    return pod
-
-
 def write_bodies(directory: Path) -> dict[str, Path]:
-    bodies = {
-        "small": review("5f0c4f3e-0000-4000-8000-000000000001", small_pod("bench-annotated")),
-        "large": review("5f0c4f3e-0000-4000-8000-000000000002", large_pod()),
-        "unannotated": review("5f0c4f3e-0000-4000-8000-000000000003", small_pod("bench-plain")),
-    }
-    unknown = set(MIX) - set(bodies)
+    """One compact review per class, in files for wrk and fixed_rate.py."""
+    classes = {*CLASSES, "mix"}
+    unknown = (set(MIX) - set(CLASSES)) | (set(SAT_CLASSES) - classes)
+    unknown |= set(RATE_CLASSES) - classes
     if unknown or not MIX:
-        die(f"BENCH_MIX must name some of {sorted(bodies)}, not {sorted(unknown)}")
+        die(
+            f"BENCH_MIX must name some of {list(CLASSES)}, BENCH_CLASSES and BENCH_RATE_CLASSES "
+            f"some of {[*CLASSES, 'mix']}; unknown: {sorted(unknown)}"
+        )
     paths = {}
-    for name, body in bodies.items():
-        if name not in MIX:
-            continue
+    for name, body in reviews().items():
         path = directory / f"{name}.json"
         path.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
         paths[name] = path
     return paths
+
+
+def class_bodies(paths: dict[str, Path], name: str) -> dict[str, Path]:
+    """The bodies one class sends: its own, or the mix's."""
+    return {n: paths[n] for n in MIX} if name == "mix" else {name: paths[name]}
 
 
 # --- measurement helpers --------------------------------------------------------------------
@@ -350,11 +273,10 @@ class Server:
 class Result:
     name: str
     startup_s: float = 0.0
-    saturation_rps: list[float] = field(default_factory=list)
-    cpu_us_per_admission: list[float] = field(default_factory=list)
-    server_core_share: list[float] = field(default_factory=list)
-    foreign_core_share: list[float] = field(default_factory=list)
+    saturation: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    """class -> one entry per wrk run: rps, cpu_us, core_share, foreign_share."""
     rates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`<class> <rate>` -> fixed_rate.py's result."""
     rss_idle_kib: int = 0
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
@@ -374,9 +296,7 @@ def wait_first_mutation(server: Server, body: bytes, context: ssl.SSLContext) ->
 
 def probe_body() -> bytes:
     """A review that must come back mutated: the small Pod, whatever BENCH_MIX says."""
-    return json.dumps(
-        review("5f0c4f3e-0000-4000-8000-000000000000", small_pod("bench-annotated"))
-    ).encode()
+    return json.dumps(review("5f0c4f3e-0000-4000-8000-000000000000", small_pod(ANNOTATED))).encode()
 
 
 def check_mix(server: Server, bodies: dict[str, Path], context: ssl.SSLContext) -> None:
@@ -452,35 +372,44 @@ def bench(
     note(f"== {server.name} (round {round_}): starting")
     server.start(env)
     try:
-        probe = probe_body()
-        result.startup_s = wait_first_mutation(server, probe, context)
+        result.startup_s = wait_first_mutation(server, probe_body(), context)
         note(f"{server.name}: first mutated answer {result.startup_s:.3f} s after start")
         check_mix(server, bodies, context)
         time.sleep(0.5)
         result.rss_idle_kib = kib(server.pid, "VmRSS")
-        mix = ":".join(str(p) for p in bodies.values())
-        run_wrk(server, mix, WARMUP_SECONDS, work, f"{server.name}.r{round_}.warmup")
-        for i in range(SAT_RUNS):
-            wrk = run_wrk(server, mix, SAT_SECONDS, work, f"{server.name}.r{round_}.sat{i}")
-            result.saturation_rps.append(wrk["requests_per_s"])
-            result.cpu_us_per_admission.append(1e6 * wrk["cpu_s"] / wrk["requests"])
-            result.server_core_share.append(wrk["server_core_share"])
-            result.foreign_core_share.append(wrk["foreign_core_share"])
-            note(
-                f"{server.name}: saturation {wrk['requests_per_s']:.0f}/s, "
-                f"{result.cpu_us_per_admission[-1]:.0f} us CPU/admission, server core "
-                f"{100 * wrk['server_core_share']:.0f}% "
-                f"(other work {100 * wrk['foreign_core_share']:.0f}%)"
-            )
-        for rate in RATES:
-            fixed = run_rate(server, bodies, rate, work, f"{server.name}.r{round_}.rate{rate:g}")
-            result.rates[f"{rate:g}"] = fixed
-            lat = fixed["latency_ms"]
-            note(
-                f"{server.name}: {rate:g}/s: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-                f"p99.9 {lat['p99.9']} ms (achieved {fixed['achieved_rate']}/s; other work on "
-                f"the server's core {100 * fixed['foreign_core_share']:.0f}%)"
-            )
+        warmup = ":".join(str(p) for p in class_bodies(bodies, "mix").values())
+        run_wrk(server, warmup, WARMUP_SECONDS, work, f"{server.name}.r{round_}.warmup")
+        for name in SAT_CLASSES:
+            sent = ":".join(str(p) for p in class_bodies(bodies, name).values())
+            runs = result.saturation.setdefault(name, [])
+            for i in range(SAT_RUNS):
+                tag = f"{server.name}.r{round_}.{name}.sat{i}"
+                wrk = run_wrk(server, sent, SAT_SECONDS, work, tag)
+                runs.append(
+                    {
+                        "rps": wrk["requests_per_s"],
+                        "cpu_us": 1e6 * wrk["cpu_s"] / wrk["requests"],
+                        "core_share": wrk["server_core_share"],
+                        "foreign_share": wrk["foreign_core_share"],
+                    }
+                )
+                note(
+                    f"{server.name} {name}: saturation {wrk['requests_per_s']:.0f}/s, "
+                    f"{runs[-1]['cpu_us']:.0f} us CPU/admission, server core "
+                    f"{100 * wrk['server_core_share']:.0f}% "
+                    f"(other work {100 * wrk['foreign_core_share']:.0f}%)"
+                )
+        for name in RATE_CLASSES:
+            for rate in RATES:
+                tag = f"{server.name}.r{round_}.{name}.rate{rate:g}"
+                fixed = run_rate(server, class_bodies(bodies, name), rate, work, tag)
+                result.rates[f"{name} {rate:g}"] = fixed
+                lat = fixed["latency_ms"]
+                note(
+                    f"{server.name} {name}: {rate:g}/s: p50 {lat['p50']} ms, p99 {lat['p99']} "
+                    f"ms, p99.9 {lat['p99.9']} ms (achieved {fixed['achieved_rate']}/s; other "
+                    f"work on the server's core {100 * fixed['foreign_core_share']:.0f}%)"
+                )
         result.rss_after_kib = kib(server.pid, "VmRSS")
         result.rss_peak_kib = kib(server.pid, "VmHWM")
     finally:
@@ -499,140 +428,126 @@ QUIET = 0.05  # other work on the server's core below which a saturation run cou
 
 
 def merge(results: list[Result]) -> dict[str, Any]:
-    """Medians over rounds (and over saturation runs). When some saturation runs were quiet
-    (other work on the server's core below 5 %), only those count: on a shared machine the
-    others measure the neighbours as much as the server."""
-    runs = [
-        (rps, cpu, share, foreign)
-        for r in results
-        for rps, cpu, share, foreign in zip(
-            r.saturation_rps,
-            r.cpu_us_per_admission,
-            r.server_core_share,
-            r.foreign_core_share,
-            strict=True,
-        )
-    ]
-    quiet = [run for run in runs if run[3] < QUIET]
-    kept = quiet or runs
+    """Medians over rounds (and over saturation runs). When some saturation runs of a class
+    were quiet (other work on the server's core below 5 %), only those count: on a shared
+    machine the others measure the neighbours as much as the server."""
     out: dict[str, Any] = {
         "startup_s": _median([r.startup_s for r in results]),
-        "saturation_rps": _median([run[0] for run in kept]),
-        "saturation_runs": [round(run[0]) for run in runs],
-        "saturation_quiet_runs": len(quiet),
-        "cpu_us_per_admission": _median([run[1] for run in kept]),
-        "server_core_share": _median([run[2] for run in kept]),
-        "foreign_core_share": max((run[3] for run in kept), default=0.0),
         "rss_idle_mib": _median([r.rss_idle_kib / 1024 for r in results]),
         "rss_after_mib": _median([r.rss_after_kib / 1024 for r in results]),
         "rss_peak_mib": _median([r.rss_peak_kib / 1024 for r in results]),
+        "saturation": {},
         "rates": {},
     }
-    for rate in {k for r in results for k in r.rates}:
-        entries = [r.rates[rate] for r in results if rate in r.rates]
-        out["rates"][rate] = {
+    for name in SAT_CLASSES:
+        runs = [run for r in results for run in r.saturation.get(name, [])]
+        quiet = [run for run in runs if run["foreign_share"] < QUIET]
+        kept = quiet or runs
+        out["saturation"][name] = {
+            "rps": _median([run["rps"] for run in kept]),
+            "cpu_us": _median([run["cpu_us"] for run in kept]),
+            "runs": [round(run["rps"]) for run in runs],
+            "quiet_runs": len(quiet),
+            "foreign_share": max((run["foreign_share"] for run in kept), default=0.0),
+        }
+    for key in {k for r in results for k in r.rates}:
+        entries = [r.rates[key] for r in results if key in r.rates]
+        out["rates"][key] = {
             q: _median([e["latency_ms"][q] for e in entries]) for q in ("p50", "p99", "p99.9")
         } | {
             "achieved": _median([e["achieved_rate"] for e in entries]),
-            "foreign_core_share": max(e["foreign_core_share"] for e in entries),
+            "foreign_share": max(e["foreign_core_share"] for e in entries),
         }
     return out
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else ""
+
+
 def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    up, ours = merged.get("upstream"), merged.get("ours")
+    """The per-class saturation table (the worst ratio for us first), latencies, start-up and
+    memory, and the conditions."""
     names = [n for n in ("upstream", "ours") if n in merged]
+    both = len(names) == 2
+    up, ours = merged.get("upstream"), merged.get("ours")
 
-    def ratio(key: str, *, rate: str | None = None, q: str | None = None) -> str:
+    def throughput_ratio(name: str) -> float:
         if up is None or ours is None:
-            return ""
-        a = ours["rates"][rate][q] if rate and q else ours[key]
-        b = up["rates"][rate][q] if rate and q else up[key]
-        return f"{a / b:.2f}" if b else ""
+            return 0.0
+        return ours["saturation"][name]["rps"] / up["saturation"][name]["rps"]
 
-    def cell(name: str, key: str, fmt: str) -> str:
-        return format(merged[name][key], fmt)
-
-    header = "| metric | " + " | ".join(names) + (" | ours/upstream |" if len(names) == 2 else " |")
-    lines = [header, "|---" * (len(names) + 1 + (len(names) == 2)) + "|"]
-
-    def row(label: str, values: list[str], r: str) -> None:
-        lines.append(
-            f"| {label} | " + " | ".join(values) + (f" | {r} |" if len(names) == 2 else " |")
-        )
-
-    row(
-        "admissions/s at saturation (1 core; median)",
-        [cell(n, "saturation_rps", ".0f") for n in names],
-        ratio("saturation_rps"),
-    )
-    row(
-        "CPU time per admission (µs)",
-        [cell(n, "cpu_us_per_admission", ".0f") for n in names],
-        ratio("cpu_us_per_admission"),
-    )
-    for rate in sorted({k for n in names for k in merged[n]["rates"]}, key=float):
-        for q in ("p50", "p99", "p99.9"):
-            row(
-                f"{q} at {rate}/s (ms)",
-                [format(merged[n]["rates"][rate][q], ".2f") for n in names],
-                ratio("", rate=rate, q=q),
+    classes = sorted(SAT_CLASSES, key=throughput_ratio) if both else list(SAT_CLASSES)
+    head = "| class | " + " | ".join(f"{n} admissions/s" for n in names)
+    head += " | ours/upstream |" if both else " |"
+    head += " " + " | ".join(f"{n} CPU µs/admission" for n in names)
+    head += " | ours/upstream |" if both else " |"
+    width = 2 * len(names) + 1 + 2 * both
+    lines = [head, "|---" * width + "|"]
+    for name in classes:
+        sat = [merged[n]["saturation"][name] for n in names]
+        cells = [f"{c['rps']:.0f}" for c in sat]
+        if up is not None and ours is not None:
+            cells.append(_ratio(ours["saturation"][name]["rps"], up["saturation"][name]["rps"]))
+        cells += [f"{c['cpu_us']:.0f}" for c in sat]
+        if up is not None and ours is not None:
+            cells.append(
+                _ratio(ours["saturation"][name]["cpu_us"], up["saturation"][name]["cpu_us"])
             )
-    row(
-        "start-up to first mutated answer (s)",
-        [cell(n, "startup_s", ".3f") for n in names],
-        ratio("startup_s"),
+        label = f"mix ({'+'.join(MIX)})" if name == "mix" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| metric | " + " | ".join(names) + (" | ours/upstream |" if both else " |")]
+    lines.append("|---" * (len(names) + 1 + both) + "|")
+
+    def row(label: str, values: list[float], fmt: str) -> None:
+        cells = [format(v, fmt) for v in values]
+        if both:
+            cells.append(_ratio(values[1], values[0]))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    keys = sorted(
+        {k for n in names for k in merged[n]["rates"]},
+        key=lambda k: (RATE_CLASSES.index(k.split()[0]), float(k.split()[1])),
     )
-    row(
-        "RSS idle after start-up (MiB)",
-        [cell(n, "rss_idle_mib", ".1f") for n in names],
-        ratio("rss_idle_mib"),
+    for key in keys:
+        name, rate = key.split()
+        for q in ("p50", "p99", "p99.9"):
+            row(f"{name}: {q} at {rate}/s (ms)", [merged[n]["rates"][key][q] for n in names], ".2f")
+    row("start-up to first mutated answer (s)", [merged[n]["startup_s"] for n in names], ".3f")
+    row("RSS idle after start-up (MiB)", [merged[n]["rss_idle_mib"] for n in names], ".1f")
+    row("RSS after the load (MiB)", [merged[n]["rss_after_mib"] for n in names], ".1f")
+    row("peak RSS (MiB)", [merged[n]["rss_peak_mib"] for n in names], ".1f")
+    runs = "; ".join(
+        f"{n} {name} {merged[n]['saturation'][name]['runs']} "
+        f"({merged[n]['saturation'][name]['quiet_runs']} quiet)"
+        for name in classes
+        for n in names
     )
-    row(
-        "RSS after the load (MiB)",
-        [cell(n, "rss_after_mib", ".1f") for n in names],
-        ratio("rss_after_mib"),
+    foreign_sat = "; ".join(
+        f"{n} {max(merged[n]['saturation'][c]['foreign_share'] for c in classes) * 100:.0f}%"
+        for n in names
     )
-    row("peak RSS (MiB)", [cell(n, "rss_peak_mib", ".1f") for n in names], ratio("rss_peak_mib"))
-    text = "\n".join(lines)
+    foreign_rates = "; ".join(
+        f"{n} "
+        + ", ".join(f"{k} {100 * merged[n]['rates'][k]['foreign_share']:.0f}%" for k in keys)
+        for n in names
+    )
     notes = [
         "",
         (
-            "Saturation runs (admissions/s): "
-            + "; ".join(
-                f"{n} {merged[n]['saturation_runs']} ({merged[n]['saturation_quiet_runs']} quiet)"
-                for n in names
-            )
-            + "; the medians use the quiet runs (other work on the server's core below "
-            + f"{100 * QUIET:.0f}%) when there are any"
+            f"Saturation runs (admissions/s): {runs}; the medians use the quiet runs (other "
+            f"work on the server's core below {100 * QUIET:.0f}%) when there are any."
         ),
         (
-            "Other work on the server's core (worst run counted): saturation "
-            + "; ".join(f"{n} {100 * merged[n]['foreign_core_share']:.0f}%" for n in names)
-            + "; fixed rates "
-            + "; ".join(
-                f"{n} "
-                + ", ".join(
-                    f"{rate}/s {100 * v['foreign_core_share']:.0f}%"
-                    for rate, v in sorted(merged[n]["rates"].items(), key=lambda kv: float(kv[0]))
-                )
-                for n in names
-            )
+            f"Other work on the server's core (worst run counted): saturation {foreign_sat}; fixed "
+            f"rates {foreign_rates}."
         ),
         (
             f"{meta['date']}, {meta['cpu']}, load average {meta['loadavg_before']} before / "
             f"{meta['loadavg_after']} after; {meta['command']}"
         ),
     ]
-    if up is not None and ours is not None:
-        throughput = ours["saturation_rps"] / up["saturation_rps"]
-        goals = [f"throughput per core ours/upstream {throughput:.2f} (goal >= 1)"]
-        for rate in sorted(ours["rates"], key=float):
-            if rate in up["rates"]:
-                delta = ours["rates"][rate]["p99"] - up["rates"][rate]["p99"]
-                goals.append(f"p99 at {rate}/s ours - upstream {delta:+.2f} ms (goal <= +1)")
-        notes.append("Goals: " + "; ".join(goals))
-    return text + "\n".join(notes) + "\n"
+    return "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -658,13 +573,9 @@ def populate(cluster: Cluster) -> None:
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": {
-                "name": "bench-annotated",
+                "name": ANNOTATED,
                 "namespace": NAMESPACE,
-                "annotations": {
-                    "eks.amazonaws.com/role-arn": ROLE,
-                    "eks.amazonaws.com/sts-regional-endpoints": "true",
-                    "eks.amazonaws.com/token-expiration": "3600",
-                },
+                "annotations": ROLE_ANNOTATIONS,
             },
         }
     )
@@ -672,7 +583,7 @@ def populate(cluster: Cluster) -> None:
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": "bench-plain", "namespace": NAMESPACE},
+            "metadata": {"name": PLAIN, "namespace": NAMESPACE},
         }
     )
     for i in range(max(0, SERVICE_ACCOUNTS - 2)):
