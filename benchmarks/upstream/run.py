@@ -29,7 +29,9 @@ core was with other work during each run (the machine may be shared).
 Environment (defaults in brackets): BENCH_QUICK=1; BENCH_SAT_SECONDS [10, quick 3];
 BENCH_SAT_RUNS [3, quick 1]; BENCH_RATE_SECONDS [10, quick 3]; BENCH_RATES ["100 500 1000"];
 BENCH_WARMUP_SECONDS [2, quick 1]; BENCH_CONNECTIONS [16]; BENCH_ROUNDS [1, servers interleaved,
-medians reported]; BENCH_TARGETS ["upstream ours"]; BENCH_SERVICE_ACCOUNTS [1000];
+medians reported]; BENCH_TARGETS ["upstream ours"], where `ours@DIR` is another checkout's
+webhook/ (PYTHONPATH=DIR, same venv), to compare versions in one run; BENCH_SERVICE_ACCOUNTS
+[1000];
 BENCH_CLASSES ["small large unannotated mix"]: the classes measured at
 saturation; BENCH_RATE_CLASSES ["small mix"]: the classes measured at fixed rates; BENCH_MIX
 ["small large unannotated"]: what the mix is made of;
@@ -247,8 +249,15 @@ class Server:
         argv = _die_with_parent(niced(["taskset", "-c", str(SERVER_CPU), *self.argv]))
         with self.log.open("wb") as log:
             self.started = time.monotonic()
+            # In the work directory: `python -m` puts the current directory first on sys.path,
+            # which would shadow an `ours@DIR` target's PYTHONPATH.
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.log.parent,
             )
         boost(self.process.pid)
 
@@ -378,12 +387,13 @@ def bench(
         time.sleep(0.5)
         result.rss_idle_kib = kib(server.pid, "VmRSS")
         warmup = ":".join(str(p) for p in class_bodies(bodies, "mix").values())
-        run_wrk(server, warmup, WARMUP_SECONDS, work, f"{server.name}.r{round_}.warmup")
+        tag = f"{server.name.replace('/', '_')}.r{round_}.warmup"
+        run_wrk(server, warmup, WARMUP_SECONDS, work, tag)
         for name in SAT_CLASSES:
             sent = ":".join(str(p) for p in class_bodies(bodies, name).values())
             runs = result.saturation.setdefault(name, [])
             for i in range(SAT_RUNS):
-                tag = f"{server.name}.r{round_}.{name}.sat{i}"
+                tag = f"{server.name.replace('/', '_')}.r{round_}.{name}.sat{i}"
                 wrk = run_wrk(server, sent, SAT_SECONDS, work, tag)
                 runs.append(
                     {
@@ -401,7 +411,7 @@ def bench(
                 )
         for name in RATE_CLASSES:
             for rate in RATES:
-                tag = f"{server.name}.r{round_}.{name}.rate{rate:g}"
+                tag = f"{server.name.replace('/', '_')}.r{round_}.{name}.rate{rate:g}"
                 fixed = run_rate(server, class_bodies(bodies, name), rate, work, tag)
                 result.rates[f"{name} {rate:g}"] = fixed
                 lat = fixed["latency_ms"]
@@ -467,43 +477,50 @@ def _ratio(a: float, b: float) -> str:
 
 def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     """The per-class saturation table (the worst ratio for us first), latencies, start-up and
-    memory, and the conditions."""
-    names = [n for n in ("upstream", "ours") if n in merged]
-    both = len(names) == 2
-    up, ours = merged.get("upstream"), merged.get("ours")
+    memory, and the conditions. Each of our targets gets a ratio to upstream's figure."""
+    names = [n for n in TARGETS if n in merged]
+    up = merged.get("upstream")
+    ours = [n for n in names if n != "upstream"]
+    compared = ours if up is not None else []
+
+    def label(name: str) -> str:
+        return "ours" if name == "ours" else name
 
     def throughput_ratio(name: str) -> float:
-        if up is None or ours is None:
+        if up is None or not ours:
             return 0.0
-        return ours["saturation"][name]["rps"] / up["saturation"][name]["rps"]
+        return merged[ours[0]]["saturation"][name]["rps"] / up["saturation"][name]["rps"]
 
-    classes = sorted(SAT_CLASSES, key=throughput_ratio) if both else list(SAT_CLASSES)
-    head = "| class | " + " | ".join(f"{n} admissions/s" for n in names)
-    head += " | ours/upstream |" if both else " |"
-    head += " " + " | ".join(f"{n} CPU µs/admission" for n in names)
-    head += " | ours/upstream |" if both else " |"
-    width = 2 * len(names) + 1 + 2 * both
-    lines = [head, "|---" * width + "|"]
+    classes = sorted(SAT_CLASSES, key=throughput_ratio) if compared else list(SAT_CLASSES)
+    columns = [f"{label(n)} admissions/s" for n in names]
+    columns += [f"{label(n)}/upstream" for n in compared]
+    columns += [f"{label(n)} CPU µs/admission" for n in names]
+    columns += [f"{label(n)}/upstream" for n in compared]
+    lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+
+    def ratios(key: str, name: str) -> list[str]:
+        if up is None:
+            return []
+        return [
+            _ratio(merged[n]["saturation"][name][key], up["saturation"][name][key])
+            for n in compared
+        ]
+
     for name in classes:
-        sat = [merged[n]["saturation"][name] for n in names]
-        cells = [f"{c['rps']:.0f}" for c in sat]
-        if up is not None and ours is not None:
-            cells.append(_ratio(ours["saturation"][name]["rps"], up["saturation"][name]["rps"]))
-        cells += [f"{c['cpu_us']:.0f}" for c in sat]
-        if up is not None and ours is not None:
-            cells.append(
-                _ratio(ours["saturation"][name]["cpu_us"], up["saturation"][name]["cpu_us"])
-            )
-        label = f"mix ({'+'.join(MIX)})" if name == "mix" else name
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| metric | " + " | ".join(names) + (" | ours/upstream |" if both else " |")]
-    lines.append("|---" * (len(names) + 1 + both) + "|")
+        cells = [f"{merged[n]['saturation'][name]['rps']:.0f}" for n in names]
+        cells += ratios("rps", name)
+        cells += [f"{merged[n]['saturation'][name]['cpu_us']:.0f}" for n in names]
+        cells += ratios("cpu_us", name)
+        shown = f"mix ({'+'.join(MIX)})" if name == "mix" else name
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+    columns = [label(n) for n in names] + [f"{label(n)}/upstream" for n in compared]
+    lines += ["", "| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
 
-    def row(label: str, values: list[float], fmt: str) -> None:
-        cells = [format(v, fmt) for v in values]
-        if both:
-            cells.append(_ratio(values[1], values[0]))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    def row(text: str, values: dict[str, float], fmt: str) -> None:
+        cells = [format(values[n], fmt) for n in names]
+        if up is not None:
+            cells += [_ratio(values[n], values["upstream"]) for n in compared]
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
 
     keys = sorted(
         {k for n in names for k in merged[n]["rates"]},
@@ -512,35 +529,36 @@ def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     for key in keys:
         name, rate = key.split()
         for q in ("p50", "p99", "p99.9"):
-            row(f"{name}: {q} at {rate}/s (ms)", [merged[n]["rates"][key][q] for n in names], ".2f")
-    row("start-up to first mutated answer (s)", [merged[n]["startup_s"] for n in names], ".3f")
-    row("RSS idle after start-up (MiB)", [merged[n]["rss_idle_mib"] for n in names], ".1f")
-    row("RSS after the load (MiB)", [merged[n]["rss_after_mib"] for n in names], ".1f")
-    row("peak RSS (MiB)", [merged[n]["rss_peak_mib"] for n in names], ".1f")
+            values = {n: merged[n]["rates"][key][q] for n in names}
+            row(f"{name}: {q} at {rate}/s (ms)", values, ".2f")
+    row("start-up to first mutated answer (s)", {n: merged[n]["startup_s"] for n in names}, ".3f")
+    row("RSS idle after start-up (MiB)", {n: merged[n]["rss_idle_mib"] for n in names}, ".1f")
+    row("RSS after the load (MiB)", {n: merged[n]["rss_after_mib"] for n in names}, ".1f")
+    row("peak RSS (MiB)", {n: merged[n]["rss_peak_mib"] for n in names}, ".1f")
     runs = "; ".join(
-        f"{n} {name} {merged[n]['saturation'][name]['runs']} "
+        f"{label(n)} {name} {merged[n]['saturation'][name]['runs']} "
         f"({merged[n]['saturation'][name]['quiet_runs']} quiet)"
         for name in classes
         for n in names
     )
     foreign_sat = "; ".join(
-        f"{n} {max(merged[n]['saturation'][c]['foreign_share'] for c in classes) * 100:.0f}%"
+        f"{label(n)} {max(merged[n]['saturation'][c]['foreign_share'] for c in classes):.0%}"
         for n in names
     )
     foreign_rates = "; ".join(
-        f"{n} "
-        + ", ".join(f"{k} {100 * merged[n]['rates'][k]['foreign_share']:.0f}%" for k in keys)
+        f"{label(n)} "
+        + ", ".join(f"{k}/s {merged[n]['rates'][k]['foreign_share']:.0%}" for k in keys)
         for n in names
     )
     notes = [
         "",
         (
             f"Saturation runs (admissions/s): {runs}; the medians use the quiet runs (other "
-            f"work on the server's core below {100 * QUIET:.0f}%) when there are any."
+            f"work on the server's core below {QUIET:.0%}) when there are any."
         ),
         (
-            f"Other work on the server's core (worst run counted): saturation {foreign_sat}; fixed "
-            f"rates {foreign_rates}."
+            f"Other work on the server's core (worst run counted): saturation {foreign_sat}; "
+            f"fixed rates {foreign_rates}."
         ),
         (
             f"{meta['date']}, {meta['cpu']}, load average {meta['loadavg_before']} before / "
@@ -652,12 +670,14 @@ def main() -> int:
                     if upstream is None:
                         die("no upstream binary")
                     argv = [str(upstream), *common, *ports, "--logtostderr"]
-                elif name == "ours":
+                elif name == "ours" or name.startswith("ours@"):
                     argv = [PY, "-m", "webhook", *common, *ports]
                 else:
                     die(f"unknown target {name}")
-                server = Server(name, argv, port, metrics_port, work / f"{name}.r{round_}.log")
-                results[name].append(bench(server, bodies, context, work, env, round_))
+                own = {**env, "PYTHONPATH": name.partition("@")[2]} if "@" in name else env
+                log = work / f"{name.replace('/', '_')}.r{round_}.log"
+                server = Server(name, argv, port, metrics_port, log)
+                results[name].append(bench(server, bodies, context, work, own, round_))
     finally:
         cluster.close()
     meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[0]
