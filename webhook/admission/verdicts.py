@@ -103,7 +103,14 @@ def _audit(decision: Decision, judged: Verdict) -> dict[str, str]:
 
 def answer(decision: Decision, extras: Extras | None = None) -> Answer:
     """The response for the Pod: the patch (none when denied), warnings and audit record."""
-    extras = extras or _NO_EXTRAS
+    if extras is None or extras is _NO_EXTRAS:  # no policy, no rules: nothing to merge
+        denial = required_denial(decision)
+        return Answer(
+            ops=() if denial else decision.patch,
+            warnings=warnings_for(decision) if decision.notes else (),
+            audit=_audit(decision, verdict(decision)),
+            denial=denial,
+        )
     judged = verdict(decision, extras)
     denial = required_denial(decision) or extras.denial
     return Answer(

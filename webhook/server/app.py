@@ -159,7 +159,7 @@ def _log_admission(
         method=decision.method,
         role_source=decision.role_source,
         lookup=lookup,
-        notes=[note.code for note in decision.notes] or None,
+        notes=[note.code for note in decision.notes] if decision.notes else None,
         duration_ms=round(seconds * 1000, 3),
     )
 
