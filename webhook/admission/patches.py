@@ -64,10 +64,11 @@ class Plan:
     """Ours: container name → its own role, replacing the first credential's value."""
     session_name: EnvVar | None = None
     """Ours: AWS_ROLE_SESSION_NAME, added with the credentials (never on its own)."""
+    credential_keys: tuple[str, ...] = dataclasses.field(init=False)
+    """The credentials' names, read for every container (a plan is shared by many Pods)."""
 
-    @property
-    def credential_keys(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.credentials)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "credential_keys", tuple(name for name, _ in self.credentials))
 
 
 def escape_pointer(token: str) -> str:
