@@ -117,7 +117,9 @@ def parse_endpoint_url(text: str) -> str:
     """An http(s) URL an AWS SDK takes as an endpoint: scheme, host, optional port and path;
     no user information (it would be a credential in every Pod's environment), query or
     fragment."""
-    if not text or len(text) > 1024 or not text.isprintable() or any(c.isspace() for c in text):
+    if len(text) > 1024:
+        raise ValueError("is longer than 1024 characters")
+    if not text.isprintable() or any(c.isspace() for c in text):
         raise ValueError("must be an http:// or https:// URL without spaces")
     url = urllib.parse.urlsplit(text)
     if url.scheme not in ("http", "https") or not url.hostname:

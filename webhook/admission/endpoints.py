@@ -92,9 +92,9 @@ def parse_endpoint_annotations(
         try:
             sts_url = parse_endpoint_url(url) if url else ""
         except ValueError as exc:
-            notes.append(
-                Note("invalid-annotation", f"{prefix}{STS_ENDPOINT_URL}={url!r} {exc}; ignored")
-            )
+            # Not echoed: a URL with user information carries a password.
+            text = f"{prefix}{STS_ENDPOINT_URL} {exc}; ignored"
+            notes.append(Note("invalid-annotation", text))
     ca_bundle = None
     if isinstance(bundle, str):
         try:
