@@ -333,6 +333,27 @@ def test_readme_layout_names_every_module():
     assert named == modules
 
 
+# --- README: mutate over a repository's manifests ------------------------------------------
+
+
+def test_readme_mutate_over_the_example_manifests(monkeypatch):
+    """The console example: the command before `| jq`, and the paths jq prints."""
+    example = block_containing(README.read_text(encoding="utf-8"), "-f examples/manifests/")
+    command, _, rest = example.partition("|")
+    argv = shlex.split(command.removeprefix("$ ").replace("\\\n", " "))
+    assert argv[:2] == ["pod-identity-webhook", "mutate"]
+    printed = [json.loads(line) for line in rest.splitlines()[1:] if line]
+    monkeypatch.chdir(REPO)
+    status, out, err = mutate(*argv[2:])
+    assert (status, err) == (0, "")
+    decoder, position, paths = json.JSONDecoder(), 0, []
+    while out[position:].strip():
+        start = len(out) - len(out[position:].lstrip())
+        patch, position = decoder.raw_decode(out, start)
+        paths += [op["path"] for op in patch]
+    assert paths == printed
+
+
 # --- docs/local-sts.md ------------------------------------------------------------------
 
 
