@@ -174,7 +174,7 @@ def _template(
 
 def pod_templates(document: Any, *, kindless_pod: bool = False) -> tuple[list[Template], list[str]]:
     """The Pods of one document (a `List`'s items included), and why other objects are
-    passed through unchanged. With `kindless_pod`, an object without `kind` is a Pod.
+    passed through unchanged. With `kindless_pod`, a document without `kind` is a Pod.
 
     Raises InvalidPod when an object that makes Pods is not shaped like one where it matters.
     """
@@ -184,7 +184,7 @@ def pod_templates(document: Any, *, kindless_pod: bool = False) -> tuple[list[Te
         place = dotted(pointer)
         at = f"{place}: " if place else ""
         kind = obj.get("kind")
-        if kind is None and kindless_pod:
+        if kind is None and kindless_pod and not pointer:
             kind = "Pod"
         if not isinstance(kind, str) or not kind:
             warnings.append(f"{at}an object without `kind` is passed through unchanged")
