@@ -295,6 +295,10 @@ def _explain(admission: Admission, err: TextIO) -> None:
     if decision.role_source:
         role = f" {decision.role_arn}" if decision.role_arn else ""
         print(f"role:{role} from {decision.role_source}", file=err)
+    for container, own in decision.container_roles:
+        print(f"role: {own} for container {container} from its container-role-arn", file=err)
+    if decision.session_name is not None:
+        print(f"session name: {decision.session_name}", file=err)
     for note in decision.notes:
         print(f"note[{note.code}]: {note.message}", file=err)
     print(f"patch: {len(admission.reply.ops)} operation(s)", file=err)
