@@ -5,6 +5,7 @@ reported. The auditor runs with the RBAC of manifests/components/pod-audit(-dele
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,11 +84,36 @@ def _events(namespace: Namespace, pod_name: str) -> list[dict[str, Any]]:
     return [e for e in items if e["involvedObject"]["name"] == pod_name]
 
 
+def _kubectl_events(cluster: Cluster, namespace: Namespace) -> str:
+    """What an operator sees: `kubectl get events` with the kubectl built next to the API
+    server (tools/kube builds both, and envtest's assets hold both)."""
+    kubectl = cluster.binaries.kube_apiserver.with_name("kubectl")
+    assert kubectl.is_file(), f"no kubectl next to {cluster.binaries.kube_apiserver}"
+    shown = subprocess.run(
+        [
+            str(kubectl),
+            f"--kubeconfig={cluster.workdir / 'admin.kubeconfig'}",
+            "-n",
+            namespace.name,
+            "get",
+            "events",
+            "--field-selector=reason=MissingCredentials",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    (cluster.workdir / f"events-{namespace.name}.txt").write_text(shown)
+    return shown
+
+
 def _without_credentials(auditor: WebhookProcess, namespace: Namespace) -> float:
     return metric_value(auditor.metrics(), f'{METRIC}{{namespace="{namespace.name}"}}')
 
 
 def test_a_pod_admitted_while_the_webhook_was_down_is_reported_and_the_others_are_not(
+    cluster: Cluster,
     auditor: WebhookProcess,
     target: WebhookProcess,
     make_namespace: Callable[..., Namespace],
@@ -122,6 +148,9 @@ def test_a_pod_admitted_while_the_webhook_was_down_is_reported_and_the_others_ar
     assert "container(s) app run without it" in event["message"]
     assert _events(namespace, "injected") == []
     assert _events(namespace, "skipped") == []
+    shown = _kubectl_events(cluster, namespace).splitlines()
+    assert len(shown) == 2, shown  # the header and the one Event
+    assert shown[1].split()[1:4] == ["Warning", "MissingCredentials", "pod/missed"], shown
     records = wait_until(
         lambda: auditor.log_records("pod_without_credentials", namespace=namespace.name),
         timeout=5,

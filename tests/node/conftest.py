@@ -220,7 +220,9 @@ def prepared(request: pytest.FixtureRequest) -> Prepared:
     return found
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the node is undone in the teardown of the tier's last test, under
+# that test's generous timeout, rather than in whichever test of the session happens to run last.
+@pytest.fixture(scope="package")
 def node(prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """The node, alone on the machine (a lock file), undone afterwards."""
     LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -247,13 +249,13 @@ def node(prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         assert not leftovers, f"the node tier left: {leftovers}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def webhook(node: Node, prepared: Prepared, request: pytest.FixtureRequest) -> Deployed:
     request.config.stash[NODE] = node
     return deploy_webhook(node, prepared.images.webhook, prepared.kustomize)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sts(node: Node, prepared: Prepared) -> Iterator[StsEndpoint]:
     endpoint = StsEndpoint(
         node.addresses.host_ip, node.workdir / "sts", node.env, prepared.moto_python
