@@ -26,19 +26,14 @@ usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 gomod="$here/go.mod"
-gosum="$here/go.sum"
-[ -f "$gomod" ] && [ -f "$gosum" ] || die "missing $gomod or $gosum"
+# shellcheck source=tools/lib/gobuild.sh
+. "$here/../lib/gobuild.sh"
 
 # The version comes from the committed go.mod.
 version="$(awk '$1 == "require" {$1 = ""; $0 = $0} $1 == "github.com/rhysd/actionlint" && $2 ~ /^v/ {print $2; exit}' "$gomod")"
 [ -n "$version" ] || die "github.com/rhysd/actionlint not found in $gomod"
 
-cache_root="${POD_IDENTITY_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook}"
-case "$cache_root" in
-  /*) ;;
-  *) cache_root="$PWD/$cache_root" ;;
-esac
-out="$cache_root/actionlint/$version"
+gobuild_out actionlint "$version"
 binary="$out/actionlint"
 
 case "${1:-}" in
@@ -57,42 +52,23 @@ if [ -n "${ACTIONLINT:-}" ]; then
   exit 0
 fi
 
-# 2. Cached build. The stamp ties the binary to the exact go.mod/go.sum it was built from.
-stamp_want="$(cat "$gomod" "$gosum" | sha256sum | cut -d' ' -f1)"
-cache_ok() {
-  [ -x "$binary" ] && [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp_want" ]
-}
-if cache_ok; then
+# 2. Cached build, tied to the exact go.mod/go.sum it was built from.
+cache_ok() { [ -x "$binary" ] && gobuild_current; }
+if cache_ok || gobuild_lock cache_ok; then
   log "reusing $binary"
   printf '%s\n' "$binary"
   exit 0
 fi
 
-mkdir -p "$out"
-# Serialise concurrent invocations (pytest sessions, make), then re-check.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$out/.lock"
-  flock 9
-  if cache_ok; then
-    log "reusing $binary (built by a concurrent invocation)"
-    printf '%s\n' "$binary"
-    exit 0
-  fi
-fi
-
 # 3. Build.
 command -v go >/dev/null 2>&1 || die "go is not installed; cannot build actionlint"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off
-# -mod=readonly: fail instead of silently rewriting the committed go.mod/go.sum.
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
+gobuild_env
 # The variables upstream's release build sets; without them `actionlint -version` says
 # "unknown", since a tool built through a consumer module has no main-module version.
 pkg=github.com/rhysd/actionlint
 ldflags="-s -w -X $pkg.version=$version -X '$pkg.installedFrom=built from Go modules by tools/actionlint/build.sh'"
 
-tmp="$(mktemp -d "$out/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-rm -f "$out/.stamp"
+gobuild_tmp
 
 log "building actionlint $version into $out ($(go version))"
 cd "$here"
@@ -102,8 +78,7 @@ nice -n 10 go build -ldflags "$ldflags" -o "$tmp/actionlint" github.com/rhysd/ac
 
 # A same-filesystem rename: a reader never sees a half-written binary.
 mv -f "$tmp/actionlint" "$binary"
-printf '%s\n' "$stamp_want" >"$tmp/stamp"
-mv -f "$tmp/stamp" "$out/.stamp"
+gobuild_done
 
 log "done"
 printf '%s\n' "$binary"
