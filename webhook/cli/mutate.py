@@ -50,8 +50,8 @@ MUTATE_FLAGS: tuple[FlagSpec, ...] = (
         str,
         None,
         "Manifests (YAML or JSON, multi-document, Lists): Pods, Deployments, StatefulSets, "
-        "DaemonSets, ReplicaSets, Jobs, CronJobs, or an AdmissionReview; a directory for "
-        "every .yaml, .yml and .json below it; - for stdin; repeatable",
+        "DaemonSets, ReplicaSets, ReplicationControllers, Jobs, CronJobs, or an AdmissionReview; "
+        "a directory for every .yaml, .yml and .json below it; - for stdin; repeatable",
         "stringArray",
         shorthand="f",
         repeatable=True,
@@ -100,11 +100,11 @@ MUTATE_USAGE = f"""Usage: {PROG} mutate -f FILE|DIR|- [-f ...] [--service-accoun
        [mutation flags] [--policy FILE] [--fail-on-deny] [-o pod|patch|review] [-v]
 
 Shows offline what the webhook would do to the Pods of manifests: Pods, and the Pod templates of
-Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs (in multi-document files
-and Lists), each admitted in its object's namespace as the API server would admit the Pod.
-Other objects are passed through unchanged. Exit status 0 whether or not anything changes, 3
-with --fail-on-deny when any Pod is denied, 1 for a file that cannot be read, 2 for a bad
-command line.
+Deployments, StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers, Jobs and CronJobs
+(in multi-document files and Lists), each admitted in its object's namespace as the API server
+would admit the Pod. Other objects are passed through unchanged. Exit status 0 whether or not
+anything changes, 3 with --fail-on-deny when any Pod is denied, 1 for a file that cannot be
+read, 2 for a bad command line.
 
 Flags:
 """
