@@ -265,7 +265,8 @@ def patch_for(
     metadata = mapping(pod.get("metadata"), "metadata")
     spec = mapping(pod.get("spec"), "spec")
     ops = _label_ops(pod, metadata) if plan.method == "container_credentials" else []
-    ops += _volume_ops(spec, plan)
+    token_volume = _volume_ops(spec, plan)
+    ops += token_volume
     token_file = _token_file(spec, plan)
     credentials: list[EnvVar] = [
         {"name": name, "value": token_file if value is None else value}
@@ -308,14 +309,16 @@ def patch_for(
             container, "volumeMounts", base, [m for m in wanted if m["name"] not in have]
         )
     if with_ca:
-        ops += _ca_volume_ops(spec, plan)
+        ops += _ca_volume_ops(spec, plan, after_token=bool(token_volume))
     return ops, targets, names
 
 
-def _ca_volume_ops(spec: Mapping[str, Any], plan: Plan) -> list[PatchOp]:
-    """Ours: the CA bundle's volume, after the token's (which made the list if there was none)."""
+def _ca_volume_ops(spec: Mapping[str, Any], plan: Plan, *, after_token: bool) -> list[PatchOp]:
+    """Ours: the CA bundle's volume, right after the token's when that was just added (first,
+    or as the whole list), else first: the Pod's own volumes stay one unbroken run."""
     volumes = _list(spec.get("volumes"), "spec.volumes")
     names = {_name(v, f"spec.volumes[{i}]") for i, v in enumerate(volumes)}
     if plan.endpoints is None or plan.endpoints.ca_bundle is None or CA_BUNDLE_VOLUME in names:
         return []
-    return [{"op": "add", "path": "/spec/volumes/-", "value": ca_volume(plan.endpoints.ca_bundle)}]
+    path = "/spec/volumes/1" if after_token else "/spec/volumes/0"
+    return [{"op": "add", "path": path, "value": ca_volume(plan.endpoints.ca_bundle)}]
