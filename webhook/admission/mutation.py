@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from webhook.admission.endpoints import Endpoints, resolve_endpoints
 from webhook.admission.entries import (
     CONTAINER_ROLE_ARN,
     NO_SESSION_NAME,
@@ -69,6 +70,8 @@ class Decision:
     """Set whenever a credential configuration applied, even if nothing had to be added."""
     role_source: RoleSource | None = None
     role_arn: str = ""
+    endpoints: Endpoints | None = None
+    """Ours: the local STS and CA bundle the Pod's SDK is pointed at, when any applies."""
     notes: tuple[Note, ...] = ()
     audience: str = ""
     token_expiration: int = 0
@@ -171,6 +174,7 @@ def decide(
         )
         if roles:  # per Pod, so not part of the shared plan
             plan = dataclasses.replace(plan, container_roles=roles)
+    plan = _with_endpoints(plan, entry, config, notes)
 
     patch, targets, names = patch_for(pod, annotations, plan, config.annotation_prefix, notes)
     applied = _applied_roles(roles, names, config.annotation_prefix, notes) if roles else ()
@@ -183,6 +187,7 @@ def decide(
         method=plan.method,
         role_source=role_source,
         role_arn=role_arn,
+        endpoints=plan.endpoints,
         notes=tuple(notes),
         audience=plan.audience,
         token_expiration=plan.expiration,
@@ -433,3 +438,11 @@ def _region(entry: ServiceAccountEntry | None, config: MutationConfig) -> str:
     if entry is not None and entry.region is not None:
         return entry.region
     return config.region
+
+
+def _with_endpoints(
+    plan: Plan, entry: ServiceAccountEntry | None, config: MutationConfig, notes: list[Note]
+) -> Plan:
+    """Ours: a local STS and a CA bundle with the credentials (`endpoints`)."""
+    endpoints = resolve_endpoints(entry.endpoints if entry else None, config, notes)
+    return plan if endpoints is None else dataclasses.replace(plan, endpoints=endpoints)
