@@ -150,7 +150,7 @@ def decide(
         if entry is not None:
             notes.extend(entry.notes)
         role = _role(found, sources)
-        if isinstance(role, Decision):
+        if isinstance(role, _NoRole):
             return Decision(
                 namespace=namespace,
                 name=name,
@@ -239,9 +239,17 @@ class _Found(NamedTuple):
 _RoleSettings = tuple[str, str, bool, int]  # role ARN, audience, regional STS, expiration
 
 
-def _role(found: _Found, sources: Sources) -> tuple[RoleSource, _RoleSettings] | Decision:
+class _NoRole(NamedTuple):
+    """Why no role applies (a tuple: decide builds the one Decision)."""
+
+    reason: Reason
+    role_source: RoleSource | None = None
+    notes: tuple[Note, ...] = ()
+
+
+def _role(found: _Found, sources: Sources) -> tuple[RoleSource, _RoleSettings] | _NoRole:
     """Upstream's precedence: the ServiceAccount's annotation, then the ConfigMap's exact
-    entry, then its `*` wildcard. A Decision when no role applies."""
+    entry, then its `*` wildcard. A _NoRole when no role applies."""
     entry = found.entry
     if entry is not None and entry.role_arn:
         settings = (entry.role_arn, entry.audience, entry.regional_sts, entry.token_expiration)
@@ -256,28 +264,11 @@ def _role(found: _Found, sources: Sources) -> tuple[RoleSource, _RoleSettings] |
             note = Note(
                 "service-account-not-found", f"ServiceAccount {found.service_account} not found"
             )
-            return _not_mutated(found, "service-account-not-found", notes=(note,))
-        return _not_mutated(found, "no-role")
+            return _NoRole("service-account-not-found", notes=(note,))
+        return _NoRole("no-role")
     if not cm.role_arn:
-        return _not_mutated(found, "no-role", role_source=source)
+        return _NoRole("no-role", role_source=source)
     return source, (cm.role_arn, cm.audience, cm.regional_sts, cm.token_expiration)
-
-
-def _not_mutated(
-    found: _Found,
-    reason: Reason,
-    *,
-    role_source: RoleSource | None = None,
-    notes: tuple[Note, ...] = (),
-) -> Decision:
-    return Decision(
-        namespace=found.namespace,
-        name=found.name,
-        entry=found.entry,
-        reason=reason,
-        role_source=role_source,
-        notes=notes,
-    )
 
 
 def _pod_expiration(
