@@ -32,8 +32,9 @@ from webhook.admission.mutation import decide
 from webhook.admission.reviews import parse_review, respond
 from webhook.config import MutationConfig
 from webhook.server import app as webhook_app
-from webhook.server import logs
-from webhook.server.metrics import Metrics, production_registry
+from webhook import telemetry
+from webhook.server.metrics import Metrics
+from webhook.telemetry import production_registry
 from webhook.sources.manifests import load_documents, service_account_objects
 from webhook.sources.store import Store
 
@@ -94,7 +95,7 @@ def main() -> None:
 
     def configure(stream: Any) -> None:
         # The webhook caches its logger on first use; a fresh proxy picks up the new settings.
-        logs.configure(stream=stream)
+        telemetry.configure_logs(stream=stream)
         webhook_app.log = structlog.get_logger("webhook")
 
     def log_line() -> None:

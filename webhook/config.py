@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.aws import SessionName, parse_session_name
 from webhook.errors import ConfigError, FlagError
 from webhook.flags import FlagSpec, parse_args, usage
 from webhook.gocompat import parse_go_bool, parse_go_duration, parse_go_int
@@ -85,7 +86,7 @@ def parse_tls_min_version(text: str) -> str:
     return TLS_VERSIONS[text]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerCredentialsSettings:
     """What container-credentials (EKS Pod Identity) mode injects; flags only."""
 
@@ -96,7 +97,7 @@ class ContainerCredentialsSettings:
     full_uri: str = "http://169.254.170.23/v1/credentials"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MutationConfig:
     """Everything the pure mutation core reads."""
 
@@ -114,6 +115,8 @@ class MutationConfig:
     container_credentials: ContainerCredentialsSettings = field(
         default_factory=ContainerCredentialsSettings
     )
+    session_name: SessionName | None = None
+    """Ours: AWS_ROLE_SESSION_NAME when no annotation names one (--role-session-name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,7 @@ class Notice:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole process configuration, built once from the command line."""
 
@@ -181,6 +184,19 @@ class Config:
     rules: tuple[str, ...] = ()
     rule_timeout: float = 0.25
     rule_failure_policy: str = "ignore"
+    pod_identity_associations: bool = False
+    """--watch-pod-identity-associations: associations feed container-credentials mode."""
+    client_ca_file: str = ""
+    """Ours: require API-server client certificates signed by these CAs (mTLS)."""
+    client_allowed_names: tuple[str, ...] = ()
+    """Ours: and carrying one of these names (common name or DNS name); empty: any."""
+    audit_pods: bool = False
+    """Ours: watch Pods and report those without the credentials they should have."""
+    audit_exclude_namespaces: tuple[str, ...] = ("kube-system",)
+    audit_delete_pods: bool = False
+    """Ours: delete reported Pods that a controller recreates (never in kube-system)."""
+    audit_delete_interval: float = 10.0
+    """At most one deletion per this many seconds."""
     limits: Limits = field(default_factory=Limits)
     cert_validity_warning: float = DEFAULT_CERT_VALIDITY_WARNING
     """Warn when the serving certificate expires within this many seconds (0: never)."""
@@ -213,6 +229,10 @@ def _non_negative_duration(text: str) -> float:
     if value < 0:
         raise ValueError("must not be negative (0 disables the wait)")
     return value
+
+
+def _session_name(text: str) -> SessionName | None:
+    return parse_session_name(text)  # ValueError names the problem
 
 
 def _count(text: str) -> int:
@@ -320,6 +340,13 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         "Container-credentials (EKS Pod Identity) identities file",
     ),
     FlagSpec(
+        "watch-pod-identity-associations",
+        parse_go_bool,
+        False,
+        "Container-credentials identities from PodIdentityAssociation objects (with the file)",
+        "bool",
+    ),
+    FlagSpec(
         "container-credentials-audience", _str, _CC.audience, "Container-credentials audience"
     ),
     FlagSpec(
@@ -345,6 +372,13 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         _str,
         _CC.full_uri,
         "Value of AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ),
+    FlagSpec(
+        "role-session-name",
+        _session_name,
+        None,
+        "Default AWS_ROLE_SESSION_NAME: a name, or fieldRef:metadata.name for the Pod's name "
+        "(web identity only; annotations override it)",
     ),
 )
 
@@ -396,6 +430,49 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
         _str,
         "",
         "Comma-separated DNS names or IP addresses added to bootstrapped certificates",
+    ),
+    FlagSpec(
+        "audit-pods",
+        parse_go_bool,
+        False,
+        "Watch Pods; report (metric, Event) those without the credentials the webhook would "
+        "give them now",
+        "bool",
+    ),
+    FlagSpec(
+        "audit-exclude-namespaces",
+        _str,
+        "kube-system",
+        "Comma-separated namespaces the Pod audit ignores (as the webhook configuration does)",
+    ),
+    FlagSpec(
+        "audit-delete-pods",
+        parse_go_bool,
+        False,
+        "Delete reported Pods that have a controller, so they are recreated through the "
+        "webhook (never in kube-system); needs --audit-pods",
+        "bool",
+    ),
+    FlagSpec(
+        "audit-delete-interval",
+        _positive_duration,
+        10.0,
+        "At most one Pod deletion per this interval",
+        "duration",
+    ),
+    FlagSpec(
+        "client-ca-file",
+        _str,
+        "",
+        "Require a client certificate signed by these CAs (PEM) in the TLS handshake: the API "
+        "server's; reloaded when it changes",
+    ),
+    FlagSpec(
+        "client-allowed-names",
+        _str,
+        "",
+        "Comma-separated names (common name or DNS name) one of which a client certificate "
+        "must carry; needs --client-ca-file",
     ),
     FlagSpec(
         "cert-validity-warning",
@@ -550,6 +627,7 @@ def mutation_config(values: dict[str, Any]) -> MutationConfig:
             token_path=values["container-credentials-token-path"],
             full_uri=values["container-credentials-full-uri"],
         ),
+        session_name=values["role-session-name"],
     )
 
 
@@ -579,6 +657,10 @@ def _positional_notices(positional: Sequence[str]) -> tuple[Notice, ...]:
     )
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _grace_period(values: dict[str, Any], explicit: frozenset[str]) -> float:
     """ServiceAccounts from files arrive only when a file changes: no watch or live GET can
     deliver a missing one, so a miss answers at once unless the flag asks for a wait."""
@@ -602,6 +684,10 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
             "works on current clusters; pass --in-cluster=false with --tls-cert/--tls-key "
             "(cert-manager, or `pod-identity-webhook certs`)"
         )
+    if values["audit-delete-pods"] and not values["audit-pods"]:
+        raise ConfigError("--audit-delete-pods needs --audit-pods (the audit finds the Pods)")
+    if values["client-allowed-names"] and not values["client-ca-file"]:
+        raise ConfigError("--client-allowed-names needs --client-ca-file (the CAs to verify with)")
     config = Config(
         mutation=mutation_config(values),
         port=values["port"],
@@ -628,13 +714,18 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         webhook_configuration=values["webhook-configuration"]
         or ("pod-identity-webhook" if values["cert-bootstrap"] else ""),
         cert_validity_days=values["cert-validity-days"],
-        cert_extra_names=tuple(
-            n.strip() for n in values["cert-extra-names"].split(",") if n.strip()
-        ),
+        cert_extra_names=_names(values["cert-extra-names"]),
+        audit_pods=values["audit-pods"],
+        audit_exclude_namespaces=_names(values["audit-exclude-namespaces"]),
+        audit_delete_pods=values["audit-delete-pods"],
+        audit_delete_interval=values["audit-delete-interval"],
+        client_ca_file=values["client-ca-file"],
+        client_allowed_names=_names(values["client-allowed-names"]),
         policy_file=values["policy"],
         rules=tuple(values["rule"]),
         rule_timeout=values["rule-timeout"],
         rule_failure_policy=values["rule-failure-policy"],
+        pod_identity_associations=values["watch-pod-identity-associations"],
         limits=Limits(
             header_timeout=values["header-timeout"],
             body_timeout=values["body-timeout"],

@@ -109,3 +109,49 @@ def run(
         f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}"
     )
     return result.stdout
+
+
+CRDS_SCRIPT = REPO / "tools" / "prometheus-operator-crds" / "generate.sh"
+#: The Prometheus Operator kinds the monitoring options render, by their CRD file's plural.
+MONITORING_CRDS = {
+    "ServiceMonitor": "servicemonitors",
+    "PodMonitor": "podmonitors",
+    "PrometheusRule": "prometheusrules",
+}
+
+
+@dataclass
+class Crds:
+    """The generated monitoring.coreos.com CRD files, or why there are none."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    missing: str = ""
+
+
+def find_monitoring_crds(log: Path) -> Crds:
+    """tools/prometheus-operator-crds/generate.sh (output to `log`): the CRD file per kind."""
+    if not _executable(CRDS_SCRIPT):
+        return Crds(missing=f"{CRDS_SCRIPT} is missing")
+    with log.open("wb") as output:
+        result = subprocess.run(
+            [str(CRDS_SCRIPT)],
+            stdout=subprocess.PIPE,
+            stderr=output,
+            check=False,
+            cwd=REPO,
+            timeout=3600,
+        )
+    lines = result.stdout.decode(errors="replace").strip().splitlines()
+    if result.returncode != 0 or not lines:
+        errors = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        why = errors[-1] if errors else f"exit status {result.returncode}"
+        return Crds(missing=f"the CRDs could not be generated: {why} (see {log})")
+    directory = Path(lines[-1])
+    files = {
+        kind: directory / f"monitoring.coreos.com_{plural}.yaml"
+        for kind, plural in MONITORING_CRDS.items()
+    }
+    absent = [str(path) for path in files.values() if not path.is_file()]
+    if absent:
+        return Crds(missing=f"not generated: {', '.join(absent)}")
+    return Crds(files=files)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import resource
 import signal
@@ -36,11 +37,15 @@ from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.allocator import fix_mmap_threshold, trim_after_closes
 from webhook.server.app import HANDLER_ARGS, Webhook, make_metrics_app, make_webhook_app
+from webhook.server.audit import start_auditor
+from webhook.server.clients import require_client_certificates
 from webhook.server.connections import GuardedSite
-from webhook.server.metrics import Metrics, production_registry
+from webhook.server.metrics import Metrics
+from webhook.sources.associations import AssociationSource
 from webhook.sources.files import PolledFile, file_sources
 from webhook.sources.informers import start_informers
 from webhook.sources.store import Store
+from webhook.telemetry import production_registry
 
 __all__ = ["serve"]
 
@@ -133,19 +138,10 @@ async def serve(config: Config) -> int:
             config = dataclasses.replace(
                 config, tls_cert=str(bootstrap.cert_path), tls_key=str(bootstrap.key_path)
             )
-        context = server_context(config.tls_min_version, config.tls_cipher_suites)
-        certificates = CertificateReloader(
-            context,
-            config.tls_cert,
-            config.tls_key,
-            on_reload=_report_certificate(metrics, config.cert_validity_warning),
-        )
-        loaded = certificates.load()
-        metrics.certificate_expiry.set(loaded.not_after.timestamp())
-        metrics.watch_certificate(lambda: certificates.current, config.cert_validity_warning)
+        context, certificates, loaded = _serving_certificate(config, metrics)
         _check_certificate_names(config)
-        _check_validity(loaded, config.cert_validity_warning)
-        polled = file_sources(config, store, metrics.source_reloads_counter)
+        associations = AssociationSource(store) if config.pod_identity_associations else None
+        polled = file_sources(config, store, metrics.source_reloads_counter, associations)
         if not config.service_accounts_files:
             informers = start_informers(
                 config,
@@ -155,6 +151,14 @@ async def serve(config: Config) -> int:
                 on_fetch=lambda result: metrics.fetches.labels(result).inc(),
             )
             stack.push_async_callback(informers.close)
+        if associations is not None:
+            associations.watch(
+                api or Api(client_configuration(config)),
+                asyncio.get_running_loop(),
+                watch_seconds=max(1, int(config.resync_period)),
+                on_error=lambda source: metrics.api_errors.labels(source).inc(),
+            )
+            stack.push_async_callback(associations.close)
         extensions = load_extensions(
             config.policy_file,
             config.rules,
@@ -177,15 +181,21 @@ async def serve(config: Config) -> int:
         loops += [(f"poll {file.path}", file.run) for file in polled]
         if api is not None:
             loops.append(("ca-bundle-watch", _ca_bundle_watch(hook, api, bootstrap).run))
+        if config.audit_pods:
+            auditor = start_auditor(hook, asyncio.get_running_loop())
+            stack.push_async_callback(auditor.close)
+            loops.append(("pod-audit", auditor.run))
         for name, run in loops:
             await stack.enter_async_context(background(hook, name, run))
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         stack.callback(_install_signal_handlers(stop))
-        site = await _listen_tls(stack, hook, context)
+        webhook_app, metrics_app = make_webhook_app(hook), make_metrics_app(hook)
+        require_client_certificates(webhook_app, metrics_app, config)
+        site = await _listen_tls(stack, hook, webhook_app, context)
         await stack.enter_async_context(
             background(hook, "memory-trim", lambda: trim_after_closes(lambda: site.closed_total))
         )
-        await _listen(stack, make_metrics_app(hook), config.metrics_port)
+        await _listen(stack, metrics_app, config.metrics_port)
         log.info(
             "started",
             port=config.port,
@@ -202,6 +212,27 @@ async def serve(config: Config) -> int:
         )
     log.info("stopped")
     return 0
+
+
+def _serving_certificate(
+    config: Config, metrics: Metrics
+) -> tuple[ssl.SSLContext, CertificateReloader, LoadedCertificate]:
+    """The listening context with the serving pair loaded (and reloaded), its metrics, and a
+    word at start-up when a TLS client would refuse it now or soon."""
+    context = server_context(config.tls_min_version, config.tls_cipher_suites)
+    certificates = CertificateReloader(
+        context,
+        config.tls_cert,
+        config.tls_key,
+        on_reload=_report_certificate(metrics, config.cert_validity_warning),
+        client_ca=config.client_ca_file,
+        factory=functools.partial(server_context, config.tls_min_version, config.tls_cipher_suites),
+    )
+    loaded = certificates.load()
+    metrics.certificate_expiry.set(loaded.not_after.timestamp())
+    metrics.watch_certificate(lambda: certificates.current, config.cert_validity_warning)
+    _check_validity(loaded, config.cert_validity_warning)
+    return context, certificates, loaded
 
 
 async def _drain(hook: Webhook, site: GuardedSite, *, delay: float) -> None:
@@ -256,11 +287,12 @@ async def _listen(stack: contextlib.AsyncExitStack, app: web.Application, port: 
 
 
 async def _listen_tls(
-    stack: contextlib.AsyncExitStack, hook: Webhook, context: ssl.SSLContext
+    stack: contextlib.AsyncExitStack,
+    hook: Webhook,
+    app: web.Application,
+    context: ssl.SSLContext,
 ) -> GuardedSite:
-    runner = web.AppRunner(
-        make_webhook_app(hook), access_log=None, shutdown_timeout=_CLEANUP_TIMEOUT
-    )
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CLEANUP_TIMEOUT)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     metrics = hook.metrics
@@ -331,7 +363,7 @@ def _ca_bundle_watch(hook: Webhook, api: Api, bootstrap: Bootstrap | None) -> Ca
 
     def on_result(trusted: bool) -> None:
         hook.ca_bundle_trusted = trusted
-        hook.metrics.ca_bundle_trusted.set(1 if trusted else 0)
+        hook.metrics.ca_bundle_checked(trusted)
 
     return CaBundleWatch(
         CaBundleCheck(api, hook.config.webhook_configuration),

@@ -9,14 +9,11 @@ own and are exposed untyped under their bare names. Our own series follow ordina
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
 from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -32,7 +29,7 @@ from webhook.admission.verdicts import Verdict
 from webhook.admission.wire import LookupPath, Method
 from webhook.certificates.serving import LoadedCertificate, ValidityProblem
 
-__all__ = ["AbortPhase", "Metrics", "production_registry"]
+__all__ = ["AbortPhase", "Metrics"]
 
 AbortPhase = Literal["body", "answer"]
 """When a client went away: while its body was read, or before its answer was written."""
@@ -65,6 +62,16 @@ class StoreView(Protocol):
     ever_populated: bool
 
     def __len__(self) -> int: ...
+
+
+AUDIT_RESULTS = {
+    "event": ("created", "exists", "error"),
+    "delete": ("deleted", "gone", "refused", "error"),
+}
+
+
+class AuditView(Protocol):
+    def counts(self) -> Mapping[str, int]: ...
 
 
 class _UpstreamCounters(Collector):
@@ -148,6 +155,45 @@ class _CertificateCollector(Collector):
         yield family
 
 
+class _AuditCollector(Collector):
+    """The Pod auditor's gauge: read from its findings at scrape time, so a namespace whose
+    Pods are all fixed or gone simply disappears."""
+
+    def __init__(self) -> None:
+        self.auditor: AuditView | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "pod_identity_webhook_pods_without_credentials",
+            "Pods whose containers lack the credentials the webhook would give them now, by "
+            "namespace; samples only with --audit-pods.",
+            labels=["namespace"],
+        )
+        counts = self.auditor.counts() if self.auditor is not None else {}
+        for namespace, count in sorted(counts.items()):
+            family.add_metric([namespace], count)
+        yield family
+
+
+class _CaBundleCollector(Collector):
+    """The caBundle gauge: without a sample until a check ran, so a webhook that does not
+    check (no --webhook-configuration) cannot be mistaken for one whose caBundle is stale."""
+
+    def __init__(self) -> None:
+        self.trusted: bool | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "pod_identity_webhook_ca_bundle_trusted",
+            "1 when the MutatingWebhookConfiguration's caBundle trusts the served certificate, "
+            "0 when it does not; no sample until the first check (--webhook-configuration or "
+            "--cert-bootstrap).",
+        )
+        if self.trusted is not None:
+            family.add_metric([], 1 if self.trusted else 0)
+        yield family
+
+
 class Metrics:
     """Every series the webhook exports."""
 
@@ -158,6 +204,9 @@ class Metrics:
         self._lookup_children: dict[str, Any] = {}
         self._upstream = _UpstreamCounters()
         registry.register(self._upstream)
+        # Declared without the auditor too, so a scrape shows the family an alert reads.
+        self._audit = _AuditCollector()
+        registry.register(self._audit)
         self.request_latencies = Histogram(
             "http_request_latencies",
             "Response latency distribution in microseconds for each verb and path",
@@ -226,12 +275,8 @@ class Metrics:
             ["rule"],
             registry=registry,
         )
-        self.ca_bundle_trusted = Gauge(
-            "pod_identity_webhook_ca_bundle_trusted",
-            "1 when the MutatingWebhookConfiguration's caBundle trusts the served certificate, "
-            "0 when it does not (only with --webhook-configuration or --cert-bootstrap).",
-            registry=registry,
-        )
+        self._ca_bundle = _CaBundleCollector()
+        registry.register(self._ca_bundle)
         self.source_reloads = Counter(
             "pod_identity_webhook_source_reloads",
             "Reloads of file and ConfigMap sources by source and result.",
@@ -258,6 +303,20 @@ class Metrics:
             "Open HTTPS connections, TLS handshakes included.",
             registry=registry,
         )
+        # Children that exist from the start, at 0: rate() and increase() see the first event
+        # of a series only if the series was there before it.
+        for path in get_args(LookupPath):
+            self._child(self._lookup_children, self.lookups, path)
+        for result in ("found", "not_found", "error"):
+            self.fetches.labels(result)
+        for result in ("success", "error"):
+            self.certificate_reloads.labels(result)
+        for outcome, reason in (("rejected", "bad_request"), ("error", "internal_error")):
+            self._child(self._admission_children, self.admissions, outcome, reason)
+        for phase in get_args(AbortPhase):
+            self.client_aborts.labels(phase)
+        for close in ("header_timeout", "evicted", "drained"):
+            self.connections_closed.labels(close)
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
@@ -272,6 +331,23 @@ class Metrics:
 
     def connection_closed(self, reason: str) -> None:
         self.connections_closed.labels(reason).inc()
+
+    def watch_auditor(self, auditor: AuditView) -> None:
+        """--audit-pods: the Pods without credentials, and what the auditor did about them."""
+        self._audit.auditor = auditor
+        self.audit_actions = Counter(
+            "pod_identity_webhook_audit_actions",
+            "What the Pod auditor did by action (event, delete) and result (created, exists, "
+            "deleted, gone, refused, error).",
+            ["action", "result"],
+            registry=self.registry,
+        )
+        for action, results in AUDIT_RESULTS.items():  # at 0 from the start, for rate()
+            for result in results:
+                self.audit_actions.labels(action, result)
+
+    def audit_action(self, action: str, result: str) -> None:
+        self.audit_actions.labels(action, result).inc()
 
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         """Upstream's per-request instrumentation (microseconds, truncated)."""
@@ -311,6 +387,9 @@ class Metrics:
         self._child(self._admission_children, self.admissions, *key).inc()
         self.admission_duration.observe(seconds)
 
+    def ca_bundle_checked(self, trusted: bool) -> None:
+        self._ca_bundle.trusted = trusted
+
     def source_reloads_counter(self, source: str, result: str) -> None:
         """A file or ConfigMap source was (re)loaded: result is success or error."""
         self.source_reloads.labels(source, result).inc()
@@ -331,11 +410,3 @@ class Metrics:
         if child is None:
             child = cache[key] = family.labels(*labels)
         return child
-
-
-def production_registry() -> CollectorRegistry:
-    """A registry with the process, platform and GC collectors, like Go's default one."""
-    registry = CollectorRegistry()
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-        registry.register(collector)
-    return registry
