@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,15 @@ from tests.http.helpers import (
     sample_review,
     wait_until_sync,
 )
-from tests.http.processes import Files, Launch, Parked, Webhook, argv, refuses_connections
+from tests.http.processes import (
+    Files,
+    Launch,
+    Parked,
+    Webhook,
+    argv,
+    metric,
+    refuses_connections,
+)
 from webhook.certificates.issuing import certificate_expiry, certificate_serial, make_serving_cert
 
 pytestmark = pytest.mark.timeout(30)
@@ -341,3 +350,97 @@ def test_a_port_already_in_use_is_a_one_line_error(files: Files):
 
     line = _one_line_error(result, status=1)
     assert str(port) in line
+
+
+# --- start-up checks (issue 19, item 9) ---------------------------------------------------------
+
+
+def test_an_empty_annotation_prefix_is_a_one_line_error(files: Files):
+    line = _one_line_error(_run(files, "--annotation-prefix="))
+
+    assert "--annotation-prefix" in line
+    assert "must not be empty" in line
+
+
+@pytest.mark.parametrize("region", ["us west-2", "us-west-2/", "eu-west-1,us-east-1"])
+def test_a_region_that_is_not_a_region_name_is_a_one_line_error(files: Files, region: str):
+    line = _one_line_error(_run(files, f"--aws-default-region={region}"))
+
+    assert "--aws-default-region" in line
+    assert "not a region name" in line
+
+
+def _issue_at(authority: Authority, files: Files, *, now: datetime, days: int) -> None:
+    cert, key = make_serving_cert(
+        authority.cert,
+        authority.key,
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+        days=days,
+        now=now,
+    )
+    files.cert.write_bytes(cert)
+    files.key.write_bytes(key)
+
+
+def _problems(webhook: Webhook) -> dict[str, float]:
+    return {
+        problem: metric(webhook, "pod_identity_webhook_certificate_problem", {"problem": problem})
+        for problem in ("expired", "not_yet_valid", "expiring_soon")
+    }
+
+
+@pytest.mark.parametrize(
+    ("shift", "problem", "level"),
+    [
+        (timedelta(days=-30), "expired", "error"),  # valid for 10 days, 30 days ago
+        (timedelta(days=2), "not_yet_valid", "error"),
+    ],
+)
+def test_a_certificate_a_client_refuses_is_said_at_start_up(
+    files: Files, authority: Authority, tmp_path: Path, shift: timedelta, problem: str, level: str
+):
+    """Such a webhook still starts (a renewal may be on its way), but says why every admission
+    will fail, in the log and in a series."""
+    _issue_at(authority, files, now=datetime.now(UTC) + shift, days=10)
+    port, metrics_port = free_port(), free_port()
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(argv(files, port, metrics_port), stdout=out, stderr=err)
+    webhook = Webhook(proc, port, metrics_port, stdout, stderr, files.ca)
+    try:
+        webhook.wait_for_event("started", timeout=15)
+        (line,) = [e for e in webhook.logs() if e["event"] == f"certificate_{problem}"]
+        problems = _problems(webhook)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            webhook.request("GET", "/healthz")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+    assert line["level"] == level
+    assert "not_after" in line
+    assert problems == {name: float(name == problem) for name in problems}
+
+
+def test_a_certificate_expiring_within_the_warning_period_is_warned_about(
+    launch: Launch, files: Files, authority: Authority
+):
+    _issue_at(authority, files, now=datetime.now(UTC), days=3)
+    warned = launch("--cert-validity-warning=96h")
+    silent = launch("--cert-validity-warning=48h")
+    never = launch("--cert-validity-warning=0")
+
+    (line,) = [e for e in warned.logs() if e["event"] == "certificate_expiring_soon"]
+    assert line["level"] == "warning"
+    assert _problems(warned)["expiring_soon"] == 1
+    for quiet in (silent, never):
+        assert not [e for e in quiet.logs() if e["event"].startswith("certificate_ex")]
+        assert _problems(quiet) == {"expired": 0, "not_yet_valid": 0, "expiring_soon": 0}
+
+
+def test_a_default_certificate_gets_no_validity_warning(launch: Launch):
+    webhook = launch()
+
+    assert not [e for e in webhook.logs() if e["event"].startswith("certificate_ex")]
+    assert _problems(webhook) == {"expired": 0, "not_yet_valid": 0, "expiring_soon": 0}

@@ -12,7 +12,8 @@ it is idle, sending slowly or stalled. This site runs its own accept loop instea
 - A TLS handshake has `header_timeout`; so do a request's headers, from its first byte.
   Between requests, and before the first, a connection may stay idle for `idle_timeout`
   (aiohttp's keep-alive timer) unless a new client needs its place. Bodies have
-  `body_timeout`, in the handler.
+  `body_timeout`, in the handler; the rest of a body answered early (408, 413) is read and
+  dropped, never inflated, for at most `body_timeout` more.
 - `drain()` stops without losing a request. From then on the answer to the last request read
   on a connection says `Connection: close` (requests pipelined behind it are answered first),
   so a client in the middle of its traffic moves to another connection after its next answer
@@ -168,6 +169,9 @@ class GuardedSite(web.BaseSite):
             "access_log": None,
             **handler_args,
             "keepalive_timeout": limits.idle_timeout,
+            # After an early answer (408, 413), aiohttp reads and drops the rest of the body
+            # for this long before it closes the connection: no longer than a body may take.
+            "lingering_time": limits.body_timeout,
         }
         self._on_close = on_close
         self.connections: set[Connection] = set()
@@ -269,10 +273,14 @@ class GuardedSite(web.BaseSite):
             if self.open_connections >= self._limits.max_connections and not self._evict():
                 # Backpressure: whoever waits stays in the backlog until a connection closes
                 # or turns idle (and can be evicted).
+                # A connection also becomes evictable by growing older than _SLOW: look again
+                # then, even if nothing closed meanwhile.
                 self.full = True
                 self.room.clear()
                 try:
-                    await self.room.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_SLOW / 2):
+                            await self.room.wait()
                 finally:
                     self.full = False
                 continue
