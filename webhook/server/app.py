@@ -259,6 +259,8 @@ async def _read_body(request: web.Request, within: float) -> bytes:
     """The body as sent, at most MAX_BODY bytes. Raises BodyError (400, 408, 413) or
     ClientAborted. Read here rather than with request.read(), which keeps a copy on the request
     and so on the idle keep-alive connection until its next request."""
+    if (request.content_length or 0) > MAX_BODY:  # said in the headers: not worth reading
+        raise BodyError(413, f"the body is larger than {MAX_BODY} bytes")
     content = request.content
     try:
         if content.is_eof():  # the usual case: the body came with the headers
