@@ -64,7 +64,15 @@ _SLOW = 1.0
 class Connection(web.RequestHandler):
     """aiohttp's connection handler, which also tells the site when a request starts and ends."""
 
-    __slots__ = ("_clock", "_site", "answered", "idle_since", "opened", "request_started")
+    __slots__ = (
+        "_clock",
+        "_site",
+        "answered",
+        "idle_since",
+        "opened",
+        "request_complete",
+        "request_started",
+    )
 
     def __init__(self, site: GuardedSite, **kwargs: Any) -> None:
         super().__init__(site.server, loop=site.loop, **kwargs)
@@ -75,6 +83,8 @@ class Connection(web.RequestHandler):
         self.request_started: float | None = None
         """When the first byte of the request being received arrived; None between requests."""
         self.answered = 0
+        self.request_complete = False
+        """A request's headers have been parsed and it waits for, or is in, its handler."""
 
     @property
     def busy(self) -> bool:
@@ -84,6 +94,14 @@ class Connection(web.RequestHandler):
     @property
     def idle(self) -> bool:
         return self.request_started is None and not self.busy
+
+    @property
+    def in_headers(self) -> bool:
+        """Receiving a request's headers: some bytes came, no complete request is waiting
+        (aiohttp queues one once its headers are parsed) and none is being handled. Under load
+        a complete request may wait a while for its handler: it is not slow, and must never be
+        cut."""
+        return self.request_started is not None and not self.request_complete and not self.busy
 
     @property
     def quiet(self) -> bool:
@@ -104,6 +122,8 @@ class Connection(web.RequestHandler):
         if self.request_started is None:
             self.request_started = self._clock()
         super().data_received(data)
+        if self._messages:
+            self.request_complete = True
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -119,7 +139,9 @@ class Connection(web.RequestHandler):
                 resp.body = None
             return finished
         finally:
-            self.request_started = None
+            # A request pipelined behind this one is already on its way.
+            self.request_started = self._clock() if self._messages else None
+            self.request_complete = bool(self._messages)
             self.idle_since = self._clock()
             self.answered += 1
             if self._site.full:  # a client waits for room, and this connection may give it
@@ -359,9 +381,7 @@ class GuardedSite(web.BaseSite):
                 self._close(connection, "evicted")
                 return True
         in_headers = [
-            c
-            for c in self.connections
-            if c.request_started is not None and c.request_started < slow_since and not c.busy
+            c for c in self.connections if c.in_headers and (c.request_started or 0.0) < slow_since
         ]
         header = min(in_headers, key=lambda c: c.request_started or 0.0, default=None)
         handshake = min(self._handshaking.items(), key=lambda item: item[1], default=None)
@@ -390,11 +410,11 @@ class GuardedSite(web.BaseSite):
 
     def _sweep(self, now: float) -> None:
         """Close connections whose request headers are late: a request's first byte came more
-        than header_timeout ago and its handler has not started."""
+        than header_timeout ago and its headers are still incomplete."""
         limit = self._limits.header_timeout
         for connection in list(self.connections):
             started = connection.request_started
-            if started is not None and now - started > limit and not connection.busy:
+            if connection.in_headers and started is not None and now - started > limit:
                 self._close(connection, "header_timeout")
 
     def _close(self, connection: Connection, reason: CloseReason) -> None:
