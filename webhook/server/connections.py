@@ -4,11 +4,12 @@ aiohttp's TCPSite accepts whatever the kernel hands over and leaves a connection
 it is idle, sending slowly or stalled. This site runs its own accept loop instead:
 
 - At most `max_connections` are open (TLS handshakes included). At the limit a waiting client
-  takes the place of the longest-idle keep-alive connection, or else of the oldest one that
-  has been in its TLS handshake or its headers for over a second (on a working network those
-  take milliseconds), which is closed; when there is none the client waits in the kernel's
-  listen backlog until a connection finishes (backpressure). A client that cannot even get
-  into the backlog sees its connect time out.
+  takes the place of the longest-idle keep-alive connection (idle for a second at least), or
+  else of the oldest one that has been in its TLS handshake or its headers for over a second
+  (on a working network those take milliseconds), which is closed; when there is none the
+  client waits in the kernel's listen backlog until a connection finishes or has been idle
+  for a second (backpressure). A client that cannot even get into the backlog sees its
+  connect time out.
 - A TLS handshake has `header_timeout`; so do a request's headers, from its first byte.
   Between requests, and before the first, a connection may stay idle for `idle_timeout`
   (aiohttp's keep-alive timer) unless a new client needs its place. Bodies have
@@ -371,11 +372,12 @@ class GuardedSite(web.BaseSite):
         return Connection(self, **self._handler_args)
 
     def _evict(self) -> bool:
-        """Make room for a new connection: close the one idle the longest (a new one only once
-        it had a second to send its request), or else the oldest of those slow in their
-        handshake or headers. False when every one is busy or quick."""
+        """Make room for a new connection: close the one idle the longest, once idle for a
+        second (a client that is about to write on a connection it just used or opened would
+        lose that request; Go's client reuses its most recent one first), or else the oldest
+        of those slow in their handshake or headers. False when every one is busy or quick."""
         slow_since = self.loop.time() - _SLOW
-        idle = [c for c in self.connections if c.idle and (c.answered or c.opened < slow_since)]
+        idle = [c for c in self.connections if c.idle and c.idle_since < slow_since]
         for connection in sorted(idle, key=lambda c: c.idle_since):
             if connection.quiet:
                 self._close(connection, "evicted")
