@@ -1,12 +1,13 @@
 """Keep the process's resident memory to what its open connections use (glibc only).
 
-Measured (benchmarks/robustness/README.md): each TLS connection has a 256 KiB read buffer,
-allocated by uvloop with malloc, of which a review touches a page or two. glibc serves the
+Why: each TLS connection has a 256 KiB read buffer (uvloop's SSL_READ_MAX_SIZE, taken with
+PyMem_RawMalloc, i.e. malloc), of which a review touches a page or two. glibc serves the
 first of these with their own mappings, then raises its mmap threshold the first time one is
 freed, and from then on carves them out of the heap, often out of memory other objects had
 touched and freed, which is resident in full. With connections opening and closing, RSS grew
-by about 256 KiB per connection turnover and never came back (374 MB after 300k requests on
-1,000 connections, with 40 MB of live Python objects).
+and never came back (issue 19: 374 MB after 300k requests on 1,000 connections, Python's own
+heap flat); with both settings it stays between 138 and 187 MiB over 1,000,000 (benchmarks/
+README.md, Robustness).
 
 Two settings bound it: the mmap threshold is fixed where glibc starts it, so a buffer that
 does not fit in free heap memory is its own mapping again, returned on close; and after
