@@ -222,7 +222,9 @@ async def mutate(request: web.Request) -> web.Response:
         if exc.status == 415:
             response.headers["Accept-Encoding"] = ACCEPTED
         elif exc.status in (408, 413) and not raw:
-            response.force_close()  # the rest of the body is still coming: do not read it
+            # The rest of the body may still come: it is dropped unread (connections.py),
+            # and the connection is not kept.
+            response.force_close()
     else:
         response = await _admit(hook, body, started)
     if len(raw) > KEEP_ALIVE_BODY:
