@@ -222,7 +222,7 @@ async def mutate(request: web.Request) -> web.Response:
         if exc.status == 415:
             response.headers["Accept-Encoding"] = ACCEPTED
         elif exc.status in (408, 413) and not raw:
-            # The rest of the body may still come: it is dropped unread (connections.py),
+            # The rest of the body may still come: read and dropped, not inflated (connections.py),
             # and the connection is not kept.
             response.force_close()
     else:
