@@ -12,7 +12,7 @@ this total with the load test's CPU per admission.
     .venv/bin/python benchmarks/micro.py --quick    # fewer repeats, about 10 s
     PYTHONPATH=/tmp/old .venv/bin/python benchmarks/micro.py   # another version's webhook/
 
-The stages are the calls `webhook.server.app.mutate` makes after reading the body, in its order
+The stages are the calls `webhook.server.app._admit` makes with the body read, in its order
 and with the same arguments (keep them in step with it): the JSON decode of the review; parse
 (`parse_review`); decide (`decide` against a Store holding the benchmark's ServiceAccounts);
 respond + dumps (`verdict`, `answer`, `respond`, `dumps`); metrics (`Metrics.record` and the
