@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.reviews import decode_patch
 from webhook.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_readme_policy_admits_a_permitted_role_with_the_default_expiration(polic
     assert status == 0, err
     assert response["allowed"] is True
     assert "warnings" not in response, response.get("warnings")
-    patch = json.loads(base64.b64decode(response["patch"]))
+    patch = decode_patch(response)
     assert env_of(patch)["AWS_ROLE_ARN"] == "arn:aws:iam::111122223333:role/team-a-app"
     (volume,) = (op for op in patch if op["path"] == "/spec/volumes")
     projection = volume["value"][0]["projected"]["sources"][0]["serviceAccountToken"]

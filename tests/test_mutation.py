@@ -8,6 +8,7 @@ import dataclasses
 import jsonpatch
 import pytest
 
+from tests.support.reviews import ROLE
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
 from webhook.admission.mutation import decide
 from webhook.admission.patches import escape_pointer
@@ -18,7 +19,6 @@ from webhook.gocompat import go_path_join
 from webhook.sources.manifests import StaticSources
 
 CONFIG = MutationConfig()
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 
 
 def sources(annotations=None, *, name="app", namespace="default", **kwargs) -> StaticSources:

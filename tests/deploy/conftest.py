@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.rendering import Obj, Renderer, Variant
-from tests.deploy.tools import REQUIRE_ENV, Tools, find_tools
+from tests.deploy.tools import Tools, find_tools
 from tests.e2e.cluster import find_binaries
 from tests.e2e.conftest import BINARIES, cluster
+from tests.support.tiers import REQUIRE_DEPLOY_TOOLS, unavailable
 
 #: The e2e tier's session fixture (kube-apiserver and etcd), for test_against_apiserver.py.
 __all__ = ["cluster"]
@@ -95,12 +96,9 @@ def deploy_tools(request: pytest.FixtureRequest) -> Tools:
 
 
 def _tool(tools: Tools, name: str) -> Path:
-    if name in tools.paths:
-        return tools.paths[name]
-    why = tools.missing.get(name, "not looked for")
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{name} required ({REQUIRE_ENV}=1) but {why}", pytrace=False)
-    pytest.skip(f"{name} unavailable: {why}")
+    if name not in tools.paths:
+        unavailable(name, tools.missing.get(name, "not looked for"), require=REQUIRE_DEPLOY_TOOLS)
+    return tools.paths[name]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ module is marked slow and network; without the index it is skipped with the reas
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -15,7 +14,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import pytest
 
 from tests.deploy.dockerfile import BUILD_STAGE_COMMANDS, FINAL_STAGE_COMMANDS
 from tests.deploy.tools import REPO
+from tests.support.ports import free_port
+from tests.support.reviews import ROLE, decode_patch
 
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.timeout(900)]
 
@@ -35,7 +35,6 @@ NETWORK_ERRORS = re.compile(
     r"NewConnectionError|Name or service not known|Temporary failure in name resolution|"
     r"Network is unreachable|Connection refused|ProxyError|ConnectTimeout|Read timed out"
 )
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 BUILD_TIMEOUT = 600
 
 
@@ -128,13 +127,6 @@ def _site_packages(image: Image) -> Path:
     return site
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_wheels_are_built_for_the_project_and_every_dependency(image: Image) -> None:
     files = sorted(p.name for p in image.wheels.iterdir())
     assert all(name.endswith(".whl") for name in files), files
@@ -215,7 +207,7 @@ def test_server_runs_from_the_image_layout_without_writing_to_it(image: Image) -
     made = image.run("certs", "--dir", str(certs), "--local")
     assert made.returncode == 0, made.stderr
     before = image.snapshot()
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             str(image.command),
@@ -252,7 +244,7 @@ def test_server_runs_from_the_image_layout_without_writing_to_it(image: Image) -
         status, body = _https(port, context, "POST", "/mutate", review)
         assert status == 200, body
         answer = json.loads(body)["response"]
-        assert ROLE.encode() in base64.b64decode(answer["patch"])
+        assert ROLE in json.dumps(decode_patch(answer))
         connection = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=5)
         connection.request("GET", "/metrics")
         metrics = connection.getresponse()

@@ -15,7 +15,8 @@ import pytest
 import structlog
 
 from tests.http.conftest import Harness
-from tests.http.helpers import JSON, make_pod, make_review, metric_samples, metric_value
+from tests.http.helpers import JSON, metric_samples, metric_value
+from tests.support.reviews import make_pod, make_review
 
 pytestmark = pytest.mark.timeout(20)
 

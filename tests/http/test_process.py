@@ -23,19 +23,9 @@ from typing import Any, Self
 import pytest
 
 from tests.http.conftest import Authority
-from tests.http.helpers import (
-    JSON,
-    REPO,
-    ROLE,
-    env_of,
-    free_port,
-    make_pod,
-    make_review,
-    metric_value,
-    patched_pod,
-    sample_review,
-    wait_until_sync,
-)
+from tests.http.helpers import JSON, REPO, metric_value, sample_review, wait_until_sync
+from tests.support.ports import free_port
+from tests.support.reviews import ROLE, env_of, make_pod, make_review, patched_pod
 from webhook.certificates.issuing import certificate_expiry, certificate_serial, make_serving_cert
 
 pytestmark = pytest.mark.timeout(30)

@@ -9,7 +9,8 @@ import pytest
 
 from tests.kube.conftest import MakeAdmission, Running, Start
 from tests.kube.fakeapi import CONFIG_MAPS, SERVICE_ACCOUNTS, FakeApi, config_map
-from tests.kube.helpers import OTHER_ROLE, ROLE, eventually, injected_role, processed
+from tests.kube.helpers import eventually, injected_role, processed
+from tests.support.reviews import OTHER_ROLE, ROLE
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -13,7 +13,8 @@ import pytest
 
 from tests.kube.conftest import MakeAdmission, Start
 from tests.kube.fakeapi import SERVICE_ACCOUNTS, FakeApi, service_account
-from tests.kube.helpers import ANNOTATED, ROLE, eventually, injected_role
+from tests.kube.helpers import ANNOTATED, eventually, injected_role
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.timeout(20)
 
