@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.irsa import PrivateKey, signing_keys
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("e2e", "end-to-end tier (real kube-apiserver and etcd)")
@@ -31,3 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture
+def keys() -> dict[str, PrivateKey]:
+    """Signing keys of every kind kube-apiserver uses (made once per session)."""
+    return signing_keys()

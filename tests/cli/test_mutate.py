@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import subprocess
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.reviews import ROLE, decode_patch
 from webhook.cli import run
 
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 POD = """\
 apiVersion: v1
 kind: Pod
@@ -115,7 +114,7 @@ def test_review_input_uses_the_request_namespace_and_echoes_uid(files):
     assert answer["apiVersion"] == "admission.k8s.io/v1beta1"
     assert answer["response"]["uid"] == "abc"
     assert answer["response"]["patchType"] == "JSONPatch"
-    patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+    patch = decode_patch(answer["response"])
     assert patch[1]["value"][0]["value"] == ROLE
     assert answer["response"]["auditAnnotations"]["role-source"] == "service-account"
 
