@@ -37,14 +37,14 @@ bench-upstream: install
 	$(BIN)/python benchmarks/upstream/run.py
 
 lint: install
-	$(BIN)/ruff format --check webhook tests examples
-	$(BIN)/ruff check webhook tests examples
+	$(BIN)/ruff format --check webhook tests benchmarks examples
+	$(BIN)/ruff check webhook tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format webhook tests examples
-	$(BIN)/ruff check --fix webhook tests examples
+	$(BIN)/ruff format webhook tests benchmarks examples
+	$(BIN)/ruff check --fix webhook tests benchmarks examples
 
 check: lint test
 
