@@ -28,6 +28,7 @@ from tests.deploy.dockerfile import BUILD_STAGE_COMMANDS, FINAL_STAGE_COMMANDS
 from tests.deploy.tools import REPO
 from tests.support.ports import free_port
 from tests.support.reviews import ROLE, decode_patch
+from tests.support.versions import package_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.timeout(900)]
 
@@ -130,7 +131,7 @@ def _site_packages(image: Image) -> Path:
 def test_wheels_are_built_for_the_project_and_every_dependency(image: Image) -> None:
     files = sorted(p.name for p in image.wheels.iterdir())
     assert all(name.endswith(".whl") for name in files), files
-    assert "pod_identity_webhook-0.1.0-py3-none-any.whl" in files
+    assert f"pod_identity_webhook-{package_version()}-py3-none-any.whl" in files
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     names = {name.split("-")[0].lower() for name in files}
     for requirement in project["dependencies"]:
@@ -166,7 +167,7 @@ def test_help_and_version_run_from_the_installed_entry_point(image: Image) -> No
     assert "--tls-cert" in help_result.stdout
     assert "--watch-config-map" in help_result.stdout
     version = image.run("--version")
-    assert version.stdout.strip() == "v0.1.0"
+    assert version.stdout.strip() == f"v{package_version()}"
 
 
 def test_mutate_injects_the_role_into_the_sample_pod(image: Image) -> None:

@@ -5,9 +5,9 @@ disagree. Lists of named objects (containers, env, mounts, volumes) are aligned 
 that one extra variable shows up as that variable, not as a shifted list; the relative order
 of the names both sides have is compared separately.
 
-Each difference must match one narrow rule, named after the item of
-shared/spec/compatibility.md section 2 (or of README "Differences from upstream") that allows
-it; anything else is unclassified and fails the tier with a readable line:
+Each difference must match one narrow rule, named after the deviation of docs/compatibility.md
+section 2 (or of README "Differences from upstream") that allows it; anything else is
+unclassified and fails the tier with a readable line:
 `pod 17 (seed 20261123, diff-alpha/pod-17): spec.containers[app].env[AWS_REGION].value:
 ours 'us-west-2' != upstream <absent> (input <absent>)`.
 """

@@ -1,5 +1,5 @@
-"""The ServiceAccount lookup grace period (compatibility 2c): a Pod created right after its
-ServiceAccount is mutated even when the watch has not delivered the ServiceAccount yet."""
+"""The ServiceAccount lookup grace period (docs/compatibility.md, 2c): a Pod created right after
+its ServiceAccount is mutated even when the watch has not delivered the ServiceAccount yet."""
 
 from __future__ import annotations
 

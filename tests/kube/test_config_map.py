@@ -1,4 +1,5 @@
-"""The pod-identity-webhook ConfigMap reflector (--watch-config-map, compatibility 2d)."""
+"""The pod-identity-webhook ConfigMap reflector (--watch-config-map; docs/compatibility.md,
+2d)."""
 
 from __future__ import annotations
 
