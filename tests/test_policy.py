@@ -161,3 +161,9 @@ def test_invalid_policies_are_refused_with_the_place(text, message):
 
 def test_an_empty_file_is_an_empty_policy():
     assert parse_policy("").rules == ()
+
+
+def test_a_single_string_stands_for_a_list_of_one():
+    text = "rules: [{name: r, namespaces: team-a, mode: enforce, accounts: '111122223333'}]"
+    (only,) = parse_policy(text).rules
+    assert (only.namespaces, only.accounts) == (("team-a",), ("111122223333",))

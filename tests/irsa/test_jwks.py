@@ -325,6 +325,8 @@ def _jwk(keys, name: str, **changes: Any) -> str:
         (lambda k: _jwk(k, "rsa2048", kty="oct"), "key type 'oct'"),
         (lambda k: _jwk(k, "rsa2048", n=None), "'n' is missing"),
         (lambda k: _jwk(k, "rsa2048", n="***"), "not base64url"),
+        (lambda k: _jwk(k, "rsa2048", e="=="), "'e' is empty"),
+        (lambda k: _jwk(k, "rsa2048", e=b64url(b"\x02")), "not a valid RSA public key"),
         (lambda k: _jwk(k, "rsa2048", alg="RS512"), "alg 'RS512' does not fit"),
         (lambda k: _jwk(k, "rsa2048", use="enc"), '"use" is'),
         (lambda k: _jwk(k, "rsa2048", kid=""), "kid"),

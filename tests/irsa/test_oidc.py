@@ -73,3 +73,9 @@ def test_issuer_warnings():
 def test_previous_issuers_kube_apiserver_accepts():
     for issuer in ("k3s", "https://kubernetes.default.svc.cluster.local", "https://10.0.0.1:6443"):
         assert irsa_oidc.check_previous_issuer(issuer) == issuer
+
+
+@pytest.mark.parametrize("issuer", [":6443", "://h", "a b", ""])
+def test_previous_issuers_kube_apiserver_refuses(issuer):
+    with pytest.raises(ValueError):
+        irsa_oidc.check_previous_issuer(issuer)

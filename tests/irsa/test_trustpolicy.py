@@ -149,3 +149,8 @@ def test_service_account_manifest_with_prefix_and_audience():
         "irsa.example.com/role-arn": ROLE,
         "irsa.example.com/audience": "custom",
     }
+
+
+def test_a_trust_policy_needs_a_service_account():
+    with pytest.raises(ConfigError, match="at least one"):
+        trust_policy(PROVIDER, [])
