@@ -18,15 +18,16 @@ $(STAMP): pyproject.toml examples/session-name-rule/pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e examples/session-name-rule
 	touch $(STAMP)
 
-# The quick loop: unit, property, CLI and HTTP tests; no API server, real or fake, and no
-# outside tools (hypothesis' "fast" profile unless HYPOTHESIS_PROFILE says otherwise).
+# The quick loop: unit, property, CLI, HTTP and Pod Identity tests; no API server, real or
+# fake, and no outside tools (hypothesis' "fast" profile unless HYPOTHESIS_PROFILE says otherwise).
 unit: install
-	$(BIN)/pytest -q --no-e2e --ignore=tests/kube --ignore=tests/deploy
+	$(BIN)/pytest -q --no-e2e --ignore=tests/kube --ignore=tests/deploy --ignore=tests/monitoring
 
 # Every tier under coverage, the Python processes the tests start included (coverage's
 # subprocess patch), then two gates: the whole package (fail_under in pyproject.toml) and 100 %
-# of the pure packages. rules.py and extensions.py import and run operators' code: not pure.
-PURE     := webhook/admission/*,webhook/irsa/*,webhook/certificates/issuing.py,webhook/config.py,webhook/flags.py,webhook/gocompat.py,webhook/aws.py,webhook/errors.py
+# of the pure packages (the "pure" import contract's list). rules.py and extensions.py import
+# and run operators' code: not pure.
+PURE     := webhook/admission/*,webhook/podidentity/*,webhook/irsa/*,webhook/certificates/issuing.py,webhook/config.py,webhook/flags.py,webhook/gocompat.py,webhook/aws.py,webhook/errors.py
 NOT_PURE := webhook/admission/rules.py,webhook/admission/extensions.py
 
 test: install
@@ -40,6 +41,17 @@ test: install
 # Only the end-to-end tier (real kube-apiserver + etcd; tools/kube/build.sh builds them if needed).
 e2e: install
 	$(BIN)/pytest tests/e2e -q
+
+# promtool and the PromQL selector lister for tests/monitoring, cached outside the repo
+# (tools/promtool/README.md); `make test` builds them when missing.
+.PHONY: promtool
+promtool:
+	tools/promtool/build.sh
+
+# iproute2 for the node agent's network-namespace test (tests/e2e/test_pod_identity_netns.py).
+.PHONY: netns-tools
+netns-tools:
+	tools/netns/install.sh
 
 # AWS's Go webhook, cached outside the repo (tools/upstream/README.md), and the side-by-side tiers.
 .PHONY: upstream differential bench-upstream

@@ -27,16 +27,17 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry
 
+from webhook import telemetry
 from webhook.admission.mutation import Decision, decide
 from webhook.admission.reviews import AdmissionRequest, parse_review, respond
 from webhook.admission.verdicts import answer as answer_for
 from webhook.admission.verdicts import verdict
 from webhook.config import MutationConfig
 from webhook.server import app as webhook_app
-from webhook.server import logs
-from webhook.server.metrics import Metrics, production_registry
+from webhook.server.metrics import Metrics
 from webhook.sources.manifests import load_documents, service_account_objects
 from webhook.sources.store import Store
+from webhook.telemetry import production_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +111,7 @@ def _core_rows(
 
 def _configure(stream: Any) -> None:
     # The webhook caches its logger on first use; a fresh proxy picks up the new settings.
-    logs.configure(stream=stream)
+    telemetry.configure_logs(stream=stream)
     webhook_app.log = structlog.get_logger("webhook")
 
 

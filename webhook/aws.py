@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "IAM_ROLE_ARN",
     "Arn",
     "looks_like_role_arn",
     "parse_arn",
@@ -19,6 +20,9 @@ __all__ = [
 
 ACCOUNT = re.compile(r"[0-9]{12}")
 PARTITION = re.compile(r"aws(?:-[a-z]+)*")
+IAM_ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
+"""A role ARN as IAM accepts it (its name and path characters); the PodIdentityAssociation
+CRD's CEL rule is this same pattern, so the broker refuses exactly what the API server would."""
 
 # Upstream's advisory check (Go RE2, ASCII \w and \d). A mismatch is reported, never enforced.
 _UPSTREAM_ROLE_ARN = re.compile(r"arn:aws[a-z0-9-]*:iam::\d{12}:role/[\w/.@+=,-]+", re.ASCII)
@@ -36,15 +40,7 @@ class Arn:
 
     @property
     def is_iam_role(self) -> bool:
-        return (
-            self.service == "iam"
-            and self.region == ""
-            and self.resource.startswith("role/")
-            and len(self.resource) > len("role/")
-            and PARTITION.fullmatch(self.partition) is not None
-            and ACCOUNT.fullmatch(self.account) is not None
-            and not any(c.isspace() for c in self.resource)
-        )
+        return IAM_ROLE_ARN.fullmatch(str(self)) is not None
 
     def __str__(self) -> str:
         return f"arn:{self.partition}:{self.service}:{self.region}:{self.account}:{self.resource}"

@@ -80,7 +80,7 @@ def parse_tls_min_version(text: str) -> str:
     return TLS_VERSIONS[text]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerCredentialsSettings:
     """What container-credentials (EKS Pod Identity) mode injects; flags only."""
 
@@ -91,7 +91,7 @@ class ContainerCredentialsSettings:
     full_uri: str = "http://169.254.170.23/v1/credentials"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MutationConfig:
     """Everything the pure mutation core reads."""
 
@@ -119,7 +119,7 @@ class Notice:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole process configuration, built once from the command line."""
 
@@ -156,6 +156,8 @@ class Config:
     rules: tuple[str, ...] = ()
     rule_timeout: float = 0.25
     rule_failure_policy: str = "ignore"
+    pod_identity_associations: bool = False
+    """--watch-pod-identity-associations: associations feed container-credentials mode."""
 
 
 def _int(text: str) -> int:
@@ -263,6 +265,13 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         _str,
         "",
         "Container-credentials (EKS Pod Identity) identities file",
+    ),
+    FlagSpec(
+        "watch-pod-identity-associations",
+        parse_go_bool,
+        False,
+        "Container-credentials identities from PodIdentityAssociation objects (with the file)",
+        "bool",
     ),
     FlagSpec(
         "container-credentials-audience", _str, _CC.audience, "Container-credentials audience"
@@ -507,6 +516,7 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         rules=tuple(values["rule"]),
         rule_timeout=values["rule-timeout"],
         rule_failure_policy=values["rule-failure-policy"],
+        pod_identity_associations=values["watch-pod-identity-associations"],
         ignored_flags=tuple(
             sorted(
                 spec.name

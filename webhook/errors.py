@@ -8,8 +8,18 @@
     │   └── InvalidPod          request.object is not a Pod object → HTTP 400
     ├── PolicyError             the role-policy file is invalid (also a ValueError)
     ├── CsvError                not a CSV record, as Go's encoding/csv says (also a ValueError)
-    └── ApiError                a Kubernetes API call failed; `status` 0 means no HTTP answer
-        └── WatchExpired        the watch's resourceVersion is too old (HTTP 410): list again
+    ├── ApiError                a Kubernetes API call failed; `status` 0 means no HTTP answer
+    │   └── WatchExpired        the watch's resourceVersion is too old (HTTP 410): list again
+    └── EksAuthError            an EKS Auth answer of the broker: `code` on the wire, HTTP `status`
+        ├── AccessDeniedException        400  the caller or the role policy refuses
+        ├── ExpiredTokenException        400  the Pod's token has expired
+        ├── InternalServerException      500  a bug or an unexpected answer
+        ├── InvalidParameterException    400  a field is malformed (cluster name, token shape)
+        ├── InvalidRequestException      400  the request is not what the operation takes
+        ├── InvalidTokenException        400  the token is not a valid Pod-bound token
+        ├── ResourceNotFoundException    404  no association for the token's ServiceAccount
+        ├── ServiceUnavailableException  503  the API server or STS cannot be reached
+        └── ThrottlingException          429  the STS rate bound was hit
 
 Webhook-request failures (these) are kept apart from admission outcomes (`allowed` and
 `status` in the response), which the pure core returns as values. The two ValueError
@@ -19,14 +29,25 @@ subclasses are what a polled file's parser raises to say "keep the previous cont
 from __future__ import annotations
 
 __all__ = [
+    "EKS_AUTH_ERRORS",
+    "AccessDeniedException",
     "ApiError",
     "BadReview",
     "ConfigError",
     "CsvError",
+    "EksAuthError",
+    "ExpiredTokenException",
     "FlagError",
     "InputError",
+    "InternalServerException",
+    "InvalidParameterException",
     "InvalidPod",
+    "InvalidRequestException",
+    "InvalidTokenException",
     "PolicyError",
+    "ResourceNotFoundException",
+    "ServiceUnavailableException",
+    "ThrottlingException",
     "WatchExpired",
     "WebhookError",
 ]
@@ -77,3 +98,66 @@ class WatchExpired(ApiError):
 
     def __init__(self, message: str = "resourceVersion too old") -> None:
         super().__init__(410, message)
+
+
+class EksAuthError(WebhookError):
+    """An EKS Auth error answer: `x-amzn-ErrorType: <code>` and `{"message": ...}`."""
+
+    code = "InternalServerException"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AccessDeniedException(EksAuthError):
+    code, status = "AccessDeniedException", 400
+
+
+class ExpiredTokenException(EksAuthError):
+    code, status = "ExpiredTokenException", 400
+
+
+class InternalServerException(EksAuthError):
+    code, status = "InternalServerException", 500
+
+
+class InvalidParameterException(EksAuthError):
+    code, status = "InvalidParameterException", 400
+
+
+class InvalidRequestException(EksAuthError):
+    code, status = "InvalidRequestException", 400
+
+
+class InvalidTokenException(EksAuthError):
+    code, status = "InvalidTokenException", 400
+
+
+class ResourceNotFoundException(EksAuthError):
+    code, status = "ResourceNotFoundException", 404
+
+
+class ServiceUnavailableException(EksAuthError):
+    code, status = "ServiceUnavailableException", 503
+
+
+class ThrottlingException(EksAuthError):
+    code, status = "ThrottlingException", 429
+
+
+EKS_AUTH_ERRORS: dict[str, type[EksAuthError]] = {
+    cls.code: cls
+    for cls in (
+        AccessDeniedException,
+        ExpiredTokenException,
+        InternalServerException,
+        InvalidParameterException,
+        InvalidRequestException,
+        InvalidTokenException,
+        ResourceNotFoundException,
+        ServiceUnavailableException,
+        ThrottlingException,
+    )
+}

@@ -12,6 +12,7 @@ entries in those threads too, so the admission path never waits behind a big lis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -241,7 +242,7 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Reflector:
     """List, then watch from the list's resourceVersion, forever; in its own thread.
 
@@ -310,3 +311,83 @@ class Reflector:
                 if kind != "BOOKMARK":
                     self.on_event(kind, obj)
             self.healthy = True  # the server ended the watch window normally
+
+
+# --- EKS Pod Identity: TokenReview, Pods and PodIdentityAssociations -------------------------
+
+POD_IDENTITY_GROUP = "podidentity.pod-identity-webhook.io"
+POD_IDENTITY_VERSION = "v1alpha1"
+ASSOCIATIONS_PATH = f"/apis/{POD_IDENTITY_GROUP}/{POD_IDENTITY_VERSION}/podidentityassociations"
+
+
+def connect(kubeconfig: str = "", kube_api: str = "", *, connections: int = 32) -> Api:
+    """An Api for --kubeconfig/--kube-api, or in-cluster credentials when neither is given;
+    `connections` pooled connections for callers that run many requests at once."""
+    settings = client_configuration(Config(kubeconfig=kubeconfig, kube_api=kube_api))
+    settings.connection_pool_maxsize = connections
+    return Api(settings)
+
+
+def token_review(api: Api, token: str, audiences: Iterable[str]) -> dict[str, Any]:
+    """The status of a TokenReview of `token` for `audiences` (the token is never logged)."""
+    body = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token, "audiences": list(audiences)},
+    }
+    answer = api.send("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body)
+    status = answer.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def get_pod(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    return api.get(f"/api/v1/namespaces/{namespace}/pods/{name}", timeout=5.0)
+
+
+def patch_association_status(
+    api: Api, namespace: str, name: str, status: Mapping[str, Any]
+) -> None:
+    """Merge `status` into a PodIdentityAssociation's status subresource."""
+    group = f"/apis/{POD_IDENTITY_GROUP}/{POD_IDENTITY_VERSION}"
+    path = f"{group}/namespaces/{namespace}/podidentityassociations/{name}/status"
+    api.send("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
+
+
+def association_reflector(
+    api: Api,
+    loop: asyncio.AbstractEventLoop,
+    stop: threading.Event,
+    *,
+    on_list: Callable[[list[dict[str, Any]]], None],
+    on_event: Callable[[str, dict[str, Any]], None],
+    watch_seconds: int = 60,
+    on_error: Callable[[str], None] | None = None,
+) -> threading.Thread:
+    """List and watch every PodIdentityAssociation in a thread; the callbacks run on `loop`."""
+
+    def call(function: Callable[..., None], *args: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(function, *args)
+        except RuntimeError:  # the loop is closed: shutting down
+            stop.set()
+
+    def listed(items: Iterable[Any]) -> None:
+        call(on_list, [item for item in items if isinstance(item, dict)])
+
+    def changed(kind: str, obj: dict[str, Any]) -> None:
+        call(on_event, kind, obj)
+
+    reflector = Reflector(
+        api=api,
+        path=ASSOCIATIONS_PATH,
+        query={},
+        on_list=listed,
+        on_event=changed,
+        watch_seconds=watch_seconds,
+        name="podidentityassociations",
+        stop=stop,
+        on_error=on_error,
+    )
+    thread = threading.Thread(target=reflector.run, name="reflector-associations", daemon=True)
+    thread.start()
+    return thread

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.rendering import Obj, Renderer, Variant
-from tests.deploy.tools import Tools, find_tools
+from tests.deploy.tools import Crds, Tools, find_monitoring_crds, find_tools
 from tests.e2e.cluster import find_binaries
 from tests.e2e.conftest import BINARIES, cluster
 from tests.support.tiers import REQUIRE_DEPLOY_TOOLS, unavailable
@@ -25,6 +25,7 @@ __all__ = ["cluster"]
 
 HERE = Path(__file__).resolve().parent
 TOOLS = pytest.StashKey[Tools]()
+CRDS = pytest.StashKey[Crds]()
 TOOL_FIXTURES = {
     "kustomize",
     "helm",
@@ -75,6 +76,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if reporter is not None and not os.environ.get("KUBEBUILDER_ASSETS"):
             reporter.write_line("deploy: looking for kube-apiserver and etcd (tools/kube/build.sh)")
         config.stash[BINARIES] = find_binaries(_log_path(config, "kube-build.log"))
+    # The Prometheus Operator's CRDs, which the dry runs of the monitoring objects need.
+    if wants_cluster and CRDS not in config.stash:
+        if reporter is not None and not os.environ.get("PROMETHEUS_OPERATOR_CRDS"):
+            reporter.write_line(
+                "deploy: looking for the monitoring.coreos.com CRDs "
+                "(tools/prometheus-operator-crds/generate.sh)"
+            )
+        config.stash[CRDS] = find_monitoring_crds(_log_path(config, "crds-generate.log"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -139,3 +148,15 @@ def render(renderer: Renderer, deploy_tools: Tools) -> Callable[[Variant], list[
         return renderer.render(variant)
 
     return rendered
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(request: pytest.FixtureRequest) -> dict[str, Path]:
+    """The CRD file of each monitoring.coreos.com kind the monitoring options render."""
+    config = request.config
+    if CRDS not in config.stash:
+        config.stash[CRDS] = find_monitoring_crds(_log_path(config, "crds-generate.log"))
+    crds = config.stash[CRDS]
+    if not crds.files:
+        unavailable("the monitoring CRDs", crds.missing, require=REQUIRE_DEPLOY_TOOLS)
+    return crds.files

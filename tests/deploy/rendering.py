@@ -50,9 +50,15 @@ class Variant:
     upstream: bool = False
     manages_namespace: bool = False
     """The variant creates its Namespace (the kustomize base does; a Helm chart never does)."""
+    components: tuple[str, ...] = ()
+    """kustomize: components under manifests/components added on top of the overlay."""
+    monitor: str = ""
+    """"" or the kind that scrapes the webhook: ServiceMonitor or PodMonitor. A variant with a
+    monitor also has the alert rules, the dashboard and the caBundle check."""
+    network_policy: bool = False
 
 
-KUSTOMIZE_VARIANTS = (
+KUSTOMIZE_VARIANTS: tuple[Variant, ...] = (
     Variant("kustomize/cert-manager", "kustomize", "cert-manager", manages_namespace=True),
     Variant(
         "kustomize/config-map", "kustomize", "config-map", config_map=True, manages_namespace=True
@@ -72,6 +78,28 @@ KUSTOMIZE_VARIANTS = (
         upstream=True,
     ),
 )
+MONITORED_KUSTOMIZE_VARIANTS = (
+    Variant(
+        "kustomize/cert-manager+monitoring",
+        "kustomize",
+        "cert-manager",
+        manages_namespace=True,
+        components=("monitoring", "network-policy"),
+        monitor="ServiceMonitor",
+        network_policy=True,
+    ),
+    Variant(
+        "kustomize/upstream-compatible+pod-monitor",
+        "kustomize",
+        "upstream-compatible",
+        namespace="default",
+        upstream=True,
+        components=("monitoring", "pod-monitor", "network-policy"),
+        monitor="PodMonitor",
+        network_policy=True,
+    ),
+)
+KUSTOMIZE_VARIANTS = KUSTOMIZE_VARIANTS + MONITORED_KUSTOMIZE_VARIANTS
 HELM_VARIANTS = (
     Variant("helm/default", "helm", "default"),
     Variant("helm/self-signed", "helm", "self-signed", certificates="self-signed"),
@@ -83,8 +111,25 @@ HELM_VARIANTS = (
         namespace="default",
         upstream=True,
     ),
+    Variant(
+        "helm/monitoring",
+        "helm",
+        "monitoring",
+        monitor="ServiceMonitor",
+        network_policy=True,
+    ),
+    Variant(
+        "helm/upstream-compatible+pod-monitor",
+        "helm",
+        "upstream-compatible+pod-monitor",
+        namespace="default",
+        upstream=True,
+        monitor="PodMonitor",
+        network_policy=True,
+    ),
 )
 VARIANTS = KUSTOMIZE_VARIANTS + HELM_VARIANTS
+MONITORED_VARIANTS = tuple(v for v in VARIANTS if v.monitor)
 
 
 def parse(text: str) -> list[Obj]:
@@ -171,11 +216,55 @@ class Renderer:
             return ["--set", "config.watchConfigMap=true"]
         if preset == "upstream-compatible":
             return ["--set", "upstreamCompatible=true"]
+        if preset == "monitoring":
+            return [
+                "--set",
+                "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                "metrics.dashboard.enabled=true",
+                "--set",
+                "networkPolicy.enabled=true",
+            ]
+        if preset == "upstream-compatible+pod-monitor":
+            return [
+                "--set",
+                "upstreamCompatible=true",
+                "--set",
+                "metrics.podMonitor.enabled=true",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                "metrics.dashboard.enabled=true",
+                "--set",
+                "networkPolicy.enabled=true",
+            ]
         raise ValueError(preset)
+
+    def with_components(self, variant: Variant) -> Path:
+        """A kustomization in the manifests copy: the variant's overlay plus its components
+        (in the overlay's namespace, as docs/monitoring.md tells users to write it)."""
+        directory = self.manifests_copy() / "variants" / variant.name.replace("/", "_")
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            lines = [
+                "apiVersion: kustomize.config.k8s.io/v1beta1",
+                "kind: Kustomization",
+                *([f"namespace: {variant.namespace}"] if variant.upstream else []),
+                "resources:",
+                f"  - ../../overlays/{variant.source}",
+                "components:",
+                *(f"  - ../../components/{name}" for name in variant.components),
+            ]
+            (directory / "kustomization.yaml").write_text("\n".join(lines) + "\n")
+        return directory
 
     def render(self, variant: Variant) -> list[Obj]:
         if variant.name not in self._cache:
-            if variant.tool == "kustomize":
+            if variant.tool == "kustomize" and variant.components:
+                objects = self.kustomize_build(self.with_components(variant))
+            elif variant.tool == "kustomize":
                 overlay = self.manifests_copy() / "overlays" / variant.source
                 objects = self.kustomize_build(overlay)
             else:

@@ -5,7 +5,10 @@ server-side dry-run with strict field validation, the webhook Pod under Pod Secu
 The cluster has no controller-manager, scheduler or kubelet: objects are validated, admitted
 and stored, but no Pod runs (tests/e2e runs the webhook process itself against this API
 server). cert-manager's kinds are not served there; they are checked structurally by
-test_requirements.py. The `cluster` fixture is the e2e tier's, re-exported by conftest.py.
+test_requirements.py. The Prometheus Operator's kinds (ServiceMonitor, PodMonitor,
+PrometheusRule) are: their CRDs, generated from the operator's Go types by
+tools/prometheus-operator-crds, are installed first, so those objects get the same strict dry
+run. The `cluster` fixture is the e2e tier's, re-exported by conftest.py.
 """
 
 from __future__ import annotations
@@ -78,11 +81,32 @@ def _isolated(objects: list[Obj], namespace: str, suffix: str) -> list[Obj]:
     return moved
 
 
+@pytest.fixture(scope="session")
+def monitoring_kinds(cluster: Cluster, monitoring_crds: dict[str, Path]) -> set[str]:
+    """The monitoring.coreos.com CRDs installed in the session's API server, and served."""
+    for kind, path in monitoring_crds.items():
+        (crd,) = parse(path.read_text(encoding="utf-8"))
+        answer = cluster.admin.call(
+            "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd
+        )
+        assert answer.status in (201, 409), f"{kind} CRD: {answer.body}"
+        plural = crd["spec"]["names"]["plural"]
+        version = next(v["name"] for v in crd["spec"]["versions"] if v["served"])
+        collection = f"/apis/{crd['spec']['group']}/{version}/{plural}"
+
+        def served(collection: str = collection) -> bool:
+            return bool(cluster.admin.call("GET", collection).status == 200)
+
+        wait_until(served, timeout=30, what=f"{collection} to be served")
+    return set(monitoring_crds)
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
 def test_every_object_passes_server_side_validation(
-    variant: Variant, render: Render, cluster: Cluster
+    variant: Variant, render: Render, cluster: Cluster, request: pytest.FixtureRequest
 ) -> None:
-    namespace = cluster.namespace(f"deploy-dry-run-{variant.source}", webhook=None)
+    served: set[str] = request.getfixturevalue("monitoring_kinds") if variant.monitor else set()
+    namespace = cluster.namespace(f"deploy-dry-run-{variant.name}", webhook=None)
     checked, not_served = [], []
     for obj in _isolated(render(variant), namespace.name, "dry-run-" + namespace.name[-6:]):
         if obj["apiVersion"].startswith(CERT_MANAGER_GROUP + "/"):
@@ -93,6 +117,11 @@ def test_every_object_passes_server_side_validation(
         assert warnings == [], f"{obj['kind']}: {warnings}"
         checked.append(obj["kind"])
     assert {"Deployment", "Service", "MutatingWebhookConfiguration", "ClusterRole"} <= set(checked)
+    if variant.monitor:
+        assert {variant.monitor, "PrometheusRule", "ConfigMap"} <= set(checked)
+        assert served <= set(checked) | {"ServiceMonitor", "PodMonitor"}
+    if variant.network_policy:
+        assert "NetworkPolicy" in checked
     if variant.certificates == "cert-manager":
         assert set(not_served) == {"Issuer", "Certificate"}
     else:
@@ -116,6 +145,33 @@ def test_dry_run_refuses_invalid_and_unknown_fields(cluster: Cluster) -> None:
     assert "unknown field" in json.dumps(body)
 
 
+def test_dry_run_checks_monitoring_objects_against_their_crds(
+    cluster: Cluster, monitoring_kinds: set[str]
+) -> None:
+    """The installed CRDs' schemas are enforced: a typo in a ServiceMonitor or a PrometheusRule
+    without its expression is refused, as a real cluster with the operator would."""
+    namespace = cluster.namespace("deploy-crd-schema", webhook=None)
+    monitor: Obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "typo", "namespace": namespace.name},
+        "spec": {"selector": {}, "endpoints": [{"prot": "metrics"}]},
+    }
+    status, body, _ = _dry_run_create(cluster, monitor)
+    assert status == 400, body
+    assert "unknown field" in json.dumps(body)
+    rule: Obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "no-expr", "namespace": namespace.name},
+        "spec": {"groups": [{"name": "g", "rules": [{"alert": "A"}]}]},
+    }
+    status, body, _ = _dry_run_create(cluster, rule)
+    assert status == 422, body
+    assert "expr" in json.dumps(body)
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} == monitoring_kinds
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
 def test_webhook_pod_is_admitted_under_pod_security_restricted(
     variant: Variant, render: Render, cluster: Cluster
@@ -124,7 +180,7 @@ def test_webhook_pod_is_admitted_under_pod_security_restricted(
     system-cluster-critical priority resolved by the Priority admission plugin."""
     objects = render(variant)
     deployment = one(objects, "Deployment")
-    namespace = cluster.namespace(f"deploy-pss-{variant.source}", webhook=None, **RESTRICTED)
+    namespace = cluster.namespace(f"deploy-pss-{variant.name}", webhook=None, **RESTRICTED)
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     namespace.service_account(account)
     template = copy.deepcopy(deployment["spec"]["template"])

@@ -297,11 +297,24 @@ def test_webhook_skips_mirror_pods_by_match_condition(variant: Variant, render: 
 # --- RBAC ------------------------------------------------------------------------------------
 
 
+def _ca_bundle_check_rule(objects: list[Obj]) -> Obj:
+    """The one rule the caBundle check (--webhook-configuration) needs: get this configuration."""
+    return {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "resourceNames": [one(objects, "MutatingWebhookConfiguration")["metadata"]["name"]],
+        "verbs": ["get"],
+    }
+
+
 def _rules(objects: list[Obj]) -> list[tuple[Obj, Obj]]:
+    """Every RBAC rule, but the caBundle check's (checked on its own below)."""
+    check = _ca_bundle_check_rule(objects)
     return [
         (role, rule)
         for role in of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
         for rule in role["rules"]
+        if rule != check
     ]
 
 
@@ -312,11 +325,23 @@ def test_rbac_only_reads(variant: Variant, render: Render) -> None:
 
 
 def test_cluster_wide_access_is_to_service_accounts_only(variant: Variant, render: Render) -> None:
+    """Plus, with the monitoring options, reading the webhook's own configuration."""
     objects = render(variant)
-    (cluster_role,) = of_kind(objects, "ClusterRole")
-    assert cluster_role["rules"] == [
-        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": READ_VERBS}
-    ]
+    expected = [[{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": READ_VERBS}]]
+    if variant.monitor:
+        expected.append([_ca_bundle_check_rule(objects)])
+    assert sorted((r["rules"] for r in of_kind(objects, "ClusterRole")), key=str) == sorted(
+        expected, key=str
+    )
+
+
+def test_the_ca_bundle_check_runs_exactly_with_the_monitoring_options(
+    variant: Variant, render: Render
+) -> None:
+    objects = render(variant)
+    config, _, _ = config_from_argv(_args(objects, variant.namespace))
+    name = one(objects, "MutatingWebhookConfiguration")["metadata"]["name"]
+    assert config.webhook_configuration == (name if variant.monitor else "")
 
 
 def test_config_map_access_only_in_config_map_mode_and_own_namespace(

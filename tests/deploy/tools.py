@@ -80,3 +80,35 @@ def run(
         f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}"
     )
     return result.stdout
+
+
+CRDS_SCRIPT = REPO / "tools" / "prometheus-operator-crds" / "generate.sh"
+#: The Prometheus Operator kinds the monitoring options render, by their CRD file's plural.
+MONITORING_CRDS = {
+    "ServiceMonitor": "servicemonitors",
+    "PodMonitor": "podmonitors",
+    "PrometheusRule": "prometheusrules",
+}
+
+
+@dataclass
+class Crds:
+    """The generated monitoring.coreos.com CRD files, or why there are none."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    missing: str = ""
+
+
+def find_monitoring_crds(log: Path) -> Crds:
+    """tools/prometheus-operator-crds/generate.sh (output to `log`): the CRD file per kind."""
+    found = run_script(CRDS_SCRIPT, log=log, timeout=3600)
+    if isinstance(found, str):
+        return Crds(missing=f"the CRDs could not be generated: {found}")
+    files = {
+        kind: found / f"monitoring.coreos.com_{plural}.yaml"
+        for kind, plural in MONITORING_CRDS.items()
+    }
+    absent = [str(path) for path in files.values() if not path.is_file()]
+    if absent:
+        return Crds(missing=f"not generated: {', '.join(absent)}")
+    return Crds(files=files)

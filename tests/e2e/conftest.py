@@ -22,6 +22,7 @@ from tests.e2e.cluster import (
     find_binaries,
     needs_build,
 )
+from tests.e2e.podidentity import pod_identity  # noqa: F401 - the Pod Identity tier's fixture
 from tests.e2e.processes import child_environment
 from tests.support.tiers import REQUIRE_E2E, unavailable
 

@@ -138,11 +138,13 @@ class Kube:
 
 
 def collection_path(obj: Mapping[str, Any]) -> str:
-    """`/api/v1/namespaces/<ns>/pods`-style collection path of an object (regular plurals)."""
+    """`/api/v1/namespaces/<ns>/pods`-style collection path of an object (regular plurals:
+    NetworkPolicy -> networkpolicies)."""
     api_version = obj["apiVersion"]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     namespace = (obj.get("metadata") or {}).get("namespace")
-    plural = obj["kind"].lower() + "s"
+    kind = obj["kind"].lower()
+    plural = kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
     if namespace:
         return f"{prefix}/namespaces/{quote(namespace)}/{plural}"
     return f"{prefix}/{plural}"

@@ -33,7 +33,7 @@ def _watch_misses(harness: Harness) -> tuple[asyncio.Event, list[tuple[str, str]
 
 def _lookups(text: str) -> dict[str, float]:
     samples = metric_samples(text, "pod_identity_webhook_service_account_lookups_total")
-    return {labels["path"]: value for labels, value in samples}
+    return {labels["path"]: value for labels, value in samples if value}
 
 
 async def test_a_service_account_arriving_during_the_wait_gets_the_pod_mutated(

@@ -137,9 +137,9 @@ def test_an_exception_logged_as_json_carries_no_local_variables():
     script = textwrap.dedent(
         f"""
         import io, structlog
-        from webhook.server import logs
+        from webhook import telemetry
         out = io.StringIO()
-        logs.configure(fmt="json", stream=out)
+        telemetry.configure_logs(fmt="json", stream=out)
         def handle(body):
             token = {TOKEN!r}
             raise RuntimeError("simulated bug")

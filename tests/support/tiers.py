@@ -21,8 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 #: Makes the tiers behind a real kube-apiserver (e2e, differential, deploy's dry runs) fail
 #: instead of skipping when their binaries cannot be had.
 REQUIRE_E2E = "POD_IDENTITY_WEBHOOK_REQUIRE_E2E"
-#: Likewise for kustomize, helm, hadolint and shellcheck.
+#: Likewise for kustomize, helm, hadolint and shellcheck (and the monitoring CRDs).
 REQUIRE_DEPLOY_TOOLS = "POD_IDENTITY_WEBHOOK_REQUIRE_DEPLOY_TOOLS"
+#: Likewise for promtool and its `selectors` helper (the alert and dashboard tests).
+REQUIRE_PROMTOOL = "POD_IDENTITY_WEBHOOK_REQUIRE_PROMTOOL"
+#: Likewise for the node agent's network-namespace test (root and iproute2).
+REQUIRE_NETNS = "POD_IDENTITY_WEBHOOK_REQUIRE_NETNS"
 
 
 def required(variable: str) -> bool:

@@ -44,7 +44,7 @@ CONFIG_MAP_NAME = "pod-identity-webhook"
 CONFIG_MAP_KEY = "config"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceAccountEntry:
     """What mutation needs from one ServiceAccount (upstream's cache entry)."""
 
@@ -81,7 +81,10 @@ def parse_token_expiration(text: str) -> tuple[int | None, bool]:
 @functools.lru_cache(maxsize=4)
 def _unannotated(config: MutationConfig) -> ServiceAccountEntry:
     return ServiceAccountEntry(
-        "", config.token_audience, config.sts_regional_endpoint, config.token_expiration
+        role_arn="",
+        audience=config.token_audience,
+        regional_sts=config.sts_regional_endpoint,
+        token_expiration=config.token_expiration,
     )
 
 
@@ -134,13 +137,13 @@ def parse_service_account(
     region = annotations.get(prefix + REGION)
     kept = {k: v for k, v in annotations.items() if k.startswith(prefix) and isinstance(v, str)}
     return ServiceAccountEntry(
-        role_arn,
-        audience,
-        regional,
-        expiration,
-        tuple(notes),
-        region if isinstance(region, str) else None,
-        kept,
+        role_arn=role_arn,
+        audience=audience,
+        regional_sts=regional,
+        token_expiration=expiration,
+        notes=tuple(notes),
+        region=region if isinstance(region, str) else None,
+        annotations=kept,
     )
 
 

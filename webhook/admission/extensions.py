@@ -31,7 +31,7 @@ from webhook.errors import ConfigError, PolicyError
 __all__ = ["Extensions", "Extras", "extend", "load_extensions"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Extensions:
     """What the operator configured: --policy, --rule and how rules may fail."""
 
@@ -45,7 +45,7 @@ class Extensions:
         return self.policy is not None or bool(self.rules)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Extras:
     """What the extensions add to the answer."""
 

@@ -38,7 +38,7 @@ _RULE_KEYS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     name: str
     namespaces: tuple[str, ...]

@@ -25,7 +25,7 @@ __all__ = ["AdmissionRequest", "Answer", "dumps", "encode_patch", "parse_review"
 API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AdmissionRequest:
     """The parts of an AdmissionReview the webhook reads."""
 
@@ -94,7 +94,9 @@ def parse_review(review: Any) -> AdmissionRequest:
     namespace = request.get("namespace") or ""
     if not isinstance(namespace, str):
         raise BadReview("request.namespace must be a string")
-    return AdmissionRequest(uid, namespace, cast("Pod", pod), kind, api_version)
+    return AdmissionRequest(
+        uid=uid, namespace=namespace, pod=cast("Pod", pod), kind=kind, api_version=api_version
+    )
 
 
 def dumps(value: Any) -> bytes:

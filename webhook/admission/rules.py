@@ -56,7 +56,7 @@ RESERVED_VARIABLES = frozenset({*ROLE_ARN_VARS, *CONTAINER_CREDENTIALS_VARS, *RE
 FailurePolicy = Literal["ignore", "deny"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RuleRequest:
     """What a rule may look at. `pod` is a private copy: changing it changes nothing."""
 
@@ -70,7 +70,7 @@ class RuleRequest:
     config: MutationConfig
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RuleResult:
     """What a rule adds; every field is optional."""
 

@@ -34,7 +34,11 @@ Reason = Literal["injected", "already-present", "no-role", "service-account-not-
 """Why the built-in mutation did what it did."""
 
 RoleSource = Literal[
-    "service-account", "config-map", "config-map-wildcard", "container-credentials"
+    "service-account",
+    "config-map",
+    "config-map-wildcard",
+    "container-credentials",
+    "pod-identity-association",
 ]
 """Where the role (or the container-credentials identity) came from."""
 

@@ -1,5 +1,5 @@
 """The command line: `pod-identity-webhook [serve] FLAGS`, `mutate`, `certs`, `oidc`,
-`trust-policy`, `--version`.
+`trust-policy`, `broker`, `agent`, `--version`.
 
 With no subcommand the webhook serves, so an upstream Deployment's command line works
 unchanged. The commands are the only modules that print; each is a thin shell over the
@@ -11,10 +11,12 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from webhook.admission.mutation import Jitter, random_jitter
+from webhook.cli.agent import agent_command
+from webhook.cli.broker import broker_command
 from webhook.cli.certs import certs_command
 from webhook.cli.common import PROG
 from webhook.cli.mutate import mutate
@@ -24,7 +26,7 @@ from webhook.cli.trust_policy import trust_policy_command
 
 __all__ = ["main", "run"]
 
-COMMANDS = ("serve", "mutate", "certs", "oidc", "trust-policy")
+COMMANDS = ("serve", "mutate", "certs", "oidc", "trust-policy", "broker", "agent")
 
 
 def _unknown_command(word: str) -> str:
@@ -33,6 +35,10 @@ def _unknown_command(word: str) -> str:
     if close:
         message += f"; did you mean {close[0]!r}?"
     return message + f"\nCommands: {', '.join(COMMANDS)}; run {PROG} --help for the flags"
+
+
+Command = Callable[..., int]
+"""`command(argv, stdout=..., stderr=...)`; `mutate` also takes stdin and jitter."""
 
 
 def run(
@@ -48,15 +54,17 @@ def run(
     command = args[0] if args else ""
     if command == "mutate":
         return mutate(args[1:], stdin=stdin, stdout=stdout, stderr=stderr, jitter=jitter)
-    if command == "certs":
-        return certs_command(args[1:], stdout=stdout, stderr=stderr)
-    if command == "oidc":
-        return oidc_command(args[1:], stdout=stdout, stderr=stderr)
-    if command == "trust-policy":
-        return trust_policy_command(args[1:], stdout=stdout, stderr=stderr)
-    if command == "serve":
-        args = args[1:]
-    elif command and not command.startswith("-"):
+    chosen: dict[str, Command] = {
+        "certs": certs_command,
+        "oidc": oidc_command,
+        "trust-policy": trust_policy_command,
+        "broker": broker_command,
+        "agent": agent_command,
+        "serve": serve_command,
+    }
+    if command in chosen:
+        return chosen[command](args[1:], stdout=stdout, stderr=stderr)
+    if command and not command.startswith("-"):
         # Upstream's command line starts with a flag; a first word that is neither a flag nor a
         # command is a typo, and serving anyway would hide it.
         print(_unknown_command(command), file=stderr)

@@ -11,6 +11,7 @@ import yaml
 from webhook.aws import parse_arn
 from webhook.aws import role_arn as compose_role_arn
 from webhook.cli.common import PROG, fail, parse_command, warn
+from webhook.cli.pod_identity_trust import pod_identity_trust_command
 from webhook.errors import ConfigError
 from webhook.flags import FlagSpec
 from webhook.gocompat import parse_go_bool
@@ -102,7 +103,7 @@ Prints the IAM trust policy that lets Pods running as these ServiceAccounts assu
 their projected token (sts:AssumeRoleWithWebIdentity, conditions on aud and sub), then the
 ServiceAccount manifests annotated with the role for the webhook. `ns:*` allows every
 ServiceAccount of a namespace, `*:name` a name in any namespace (StringLike); exact pairs use
-StringEquals.
+StringEquals. `--pod-identity --help` shows the EKS Pod Identity form.
 
 Flags:
 """
@@ -150,7 +151,13 @@ def _warnings(provider: OidcProvider, pairs: Sequence[tuple[str, str]], role_arn
 
 
 def trust_policy_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
-    """The `trust-policy` command; returns the exit status."""
+    """The `trust-policy` command, IRSA's form or (`--pod-identity`) EKS Pod Identity's."""
+    if any(arg == "--pod-identity" or arg.startswith("--pod-identity=") for arg in argv):
+        return pod_identity_trust_command(argv, stdout=stdout, stderr=stderr)
+    return _irsa_trust_policy(argv, stdout=stdout, stderr=stderr)
+
+
+def _irsa_trust_policy(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int:
     parsed = parse_command(
         "trust-policy", argv, TRUST_FLAGS, TRUST_USAGE, stdout=stdout, stderr=stderr
     )

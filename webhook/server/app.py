@@ -30,6 +30,7 @@ from webhook.certificates.serving import CertificateReloader
 from webhook.config import Config
 from webhook.errors import BadReview
 from webhook.server.metrics import Metrics
+from webhook.sources.associations import with_association_role
 from webhook.sources.store import Store
 
 __all__ = ["MAX_BODY", "Webhook", "make_metrics_app", "make_webhook_app"]
@@ -41,7 +42,7 @@ log = structlog.get_logger("webhook")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Webhook:
     """Everything the handlers share, built once at start-up."""
 
@@ -190,6 +191,8 @@ async def mutate(request: web.Request) -> web.Response:
     try:
         admission = parse_review(review)
         decision, lookup = await _decide(hook, admission)
+        if hook.store.association_roles:
+            decision = with_association_role(decision, hook.store)
     except BadReview as exc:
         return _reject(hook, 400, str(exc), started)
     extras = await _extend(hook, admission, decision) if hook.extensions.active else None
@@ -218,6 +221,8 @@ async def readyz(request: web.Request) -> web.Response:
         missing.append("ServiceAccounts not synced")
     if not hook.store.config_map_synced:
         missing.append("ConfigMap not synced")
+    if not hook.store.associations_synced:
+        missing.append("PodIdentityAssociations not synced")
     if hook.ca_bundle_trusted is False:
         missing.append(
             f"the caBundle of {hook.config.webhook_configuration} does not trust the served "

@@ -29,10 +29,12 @@ from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
-from webhook.server.metrics import Metrics, production_registry
+from webhook.server.metrics import Metrics
+from webhook.sources.associations import AssociationSource
 from webhook.sources.files import PolledFile, file_sources
 from webhook.sources.informers import start_informers
 from webhook.sources.store import Store
+from webhook.telemetry import production_registry
 
 __all__ = ["serve"]
 
@@ -108,7 +110,8 @@ async def serve(config: Config) -> int:
         loaded = certificates.load()
         metrics.certificate_expiry.set(loaded.not_after.timestamp())
         _check_certificate_names(config)
-        polled = file_sources(config, store, metrics.source_reloads_counter)
+        associations = AssociationSource(store) if config.pod_identity_associations else None
+        polled = file_sources(config, store, metrics.source_reloads_counter, associations)
         if not config.service_accounts_files:
             informers = start_informers(
                 config,
@@ -118,6 +121,14 @@ async def serve(config: Config) -> int:
                 on_fetch=lambda result: metrics.fetches.labels(result).inc(),
             )
             stack.push_async_callback(informers.close)
+        if associations is not None:
+            associations.watch(
+                api or Api(client_configuration(config)),
+                asyncio.get_running_loop(),
+                watch_seconds=max(1, int(config.resync_period)),
+                on_error=lambda source: metrics.api_errors.labels(source).inc(),
+            )
+            stack.push_async_callback(associations.close)
         extensions = load_extensions(
             config.policy_file,
             config.rules,
@@ -235,7 +246,7 @@ def _ca_bundle_watch(hook: Webhook, api: Api, bootstrap: Bootstrap | None) -> Ca
 
     def on_result(trusted: bool) -> None:
         hook.ca_bundle_trusted = trusted
-        hook.metrics.ca_bundle_trusted.set(1 if trusted else 0)
+        hook.metrics.ca_bundle_checked(trusted)
 
     return CaBundleWatch(
         CaBundleCheck(api, hook.config.webhook_configuration),

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -30,7 +27,7 @@ from webhook.admission.extensions import Extras
 from webhook.admission.verdicts import Verdict
 from webhook.admission.wire import LookupPath, Method
 
-__all__ = ["Metrics", "production_registry"]
+__all__ = ["Metrics"]
 
 # Go's client has no `_created` series; keep the exposition close to upstream's.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -121,6 +118,25 @@ class _StoreCollector(Collector):
         )
 
 
+class _CaBundleCollector(Collector):
+    """The caBundle gauge: without a sample until a check ran, so a webhook that does not
+    check (no --webhook-configuration) cannot be mistaken for one whose caBundle is stale."""
+
+    def __init__(self) -> None:
+        self.trusted: bool | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "pod_identity_webhook_ca_bundle_trusted",
+            "1 when the MutatingWebhookConfiguration's caBundle trusts the served certificate, "
+            "0 when it does not; no sample until the first check (--webhook-configuration or "
+            "--cert-bootstrap).",
+        )
+        if self.trusted is not None:
+            family.add_metric([], 1 if self.trusted else 0)
+        yield family
+
+
 class Metrics:
     """Every series the webhook exports."""
 
@@ -199,18 +215,24 @@ class Metrics:
             ["rule"],
             registry=registry,
         )
-        self.ca_bundle_trusted = Gauge(
-            "pod_identity_webhook_ca_bundle_trusted",
-            "1 when the MutatingWebhookConfiguration's caBundle trusts the served certificate, "
-            "0 when it does not (only with --webhook-configuration or --cert-bootstrap).",
-            registry=registry,
-        )
+        self._ca_bundle = _CaBundleCollector()
+        registry.register(self._ca_bundle)
         self.source_reloads = Counter(
             "pod_identity_webhook_source_reloads",
             "Reloads of file and ConfigMap sources by source and result.",
             ["source", "result"],
             registry=registry,
         )
+        # Children that exist from the start, at 0: rate() and increase() see the first event
+        # of a series only if the series was there before it.
+        for path in get_args(LookupPath):
+            self._child(self._lookup_children, self.lookups, path)
+        for result in ("found", "not_found", "error"):
+            self.fetches.labels(result)
+        for result in ("success", "error"):
+            self.certificate_reloads.labels(result)
+        for outcome, reason in (("rejected", "bad_request"), ("error", "internal_error")):
+            self._child(self._admission_children, self.admissions, outcome, reason)
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
@@ -253,6 +275,9 @@ class Metrics:
         self._child(self._admission_children, self.admissions, *key).inc()
         self.admission_duration.observe(seconds)
 
+    def ca_bundle_checked(self, trusted: bool) -> None:
+        self._ca_bundle.trusted = trusted
+
     def source_reloads_counter(self, source: str, result: str) -> None:
         """A file or ConfigMap source was (re)loaded: result is success or error."""
         self.source_reloads.labels(source, result).inc()
@@ -273,11 +298,3 @@ class Metrics:
         if child is None:
             child = cache[key] = family.labels(*labels)
         return child
-
-
-def production_registry() -> CollectorRegistry:
-    """A registry with the process, platform and GC collectors, like Go's default one."""
-    registry = CollectorRegistry()
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-        registry.register(collector)
-    return registry

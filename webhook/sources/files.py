@@ -17,6 +17,7 @@ from webhook.admission.entries import parse_container_credentials
 from webhook.admission.notes import Note
 from webhook.config import Config
 from webhook.errors import ConfigError, InputError
+from webhook.sources.associations import AssociationSource
 from webhook.sources.manifests import StaticSources, load_documents, service_account_objects
 from webhook.sources.store import Store
 
@@ -137,15 +138,21 @@ def _config_map_apply(store: Store, config: Config) -> Apply:
     return apply
 
 
-def identities_apply(store: Store) -> Apply:
+def identities_apply(store: Store, associations: AssociationSource | None = None) -> Apply:
     def apply(text: str | None) -> None:
         # Upstream: a missing or empty file clears the identities; a bad one keeps them.
-        store.set_identities(parse_container_credentials(text or ""))
+        identities = parse_container_credentials(text or "")
+        if associations is not None:
+            associations.set_file(identities)  # united with the associations
+        else:
+            store.set_identities(identities)
 
     return apply
 
 
-def file_sources(config: Config, store: Store, count: Count) -> list[PolledFile]:
+def file_sources(
+    config: Config, store: Store, count: Count, associations: AssociationSource | None = None
+) -> list[PolledFile]:
     """The file-fed sources, loaded now (a bad file is fatal at start-up) and polled later."""
     applies: dict[str, tuple[str, Apply]] = {}
     if config.service_accounts_files:
@@ -162,7 +169,7 @@ def file_sources(config: Config, store: Store, count: Count) -> list[PolledFile]
     if config.container_credentials_file:
         applies[config.container_credentials_file] = (
             "container-credentials",
-            identities_apply(store),
+            identities_apply(store, associations),
         )
 
     polled = []

@@ -174,30 +174,30 @@ class Informers:
 
         self._reflectors = [
             Reflector(
-                api,
-                "/api/v1/serviceaccounts",
-                {},
-                listed,
-                changed,
-                watch_seconds,
-                "serviceaccounts",
-                self._stop,
-                on_error,
+                api=api,
+                path="/api/v1/serviceaccounts",
+                query={},
+                on_list=listed,
+                on_event=changed,
+                watch_seconds=watch_seconds,
+                name="serviceaccounts",
+                stop=self._stop,
+                on_error=on_error,
             )
         ]
         if config.watch_config_map:
             store.config_map_synced = False
             self._reflectors.append(
                 Reflector(
-                    api,
-                    f"/api/v1/namespaces/{config.namespace}/configmaps",
-                    {"fieldSelector": f"metadata.name={CONFIG_MAP_NAME}"},
-                    self._config_map_listed,
-                    self._config_map_changed,
-                    watch_seconds,
-                    "configmap",
-                    self._stop,
-                    on_error,
+                    api=api,
+                    path=f"/api/v1/namespaces/{config.namespace}/configmaps",
+                    query={"fieldSelector": f"metadata.name={CONFIG_MAP_NAME}"},
+                    on_list=self._config_map_listed,
+                    on_event=self._config_map_changed,
+                    watch_seconds=watch_seconds,
+                    name="configmap",
+                    stop=self._stop,
+                    on_error=on_error,
                 )
             )
         self.fetcher = Fetcher(api, store, mutation, on_result=on_fetch)

@@ -41,6 +41,10 @@ class Store:
         """Called once per waited key, e.g. to start a live GET (deduplicated by the hook)."""
         self.service_accounts_synced = False
         self.config_map_synced = True
+        self.associations_synced = True
+        """False until PodIdentityAssociations are listed (--watch-pod-identity-associations)."""
+        self.association_roles: dict[tuple[str, str], str] = {}
+        """(namespace, ServiceAccount) → the role of its PodIdentityAssociation."""
         self.ever_populated = False
         """Upstream's pod_identity_webhook_used gauge: some ServiceAccount was seen."""
 
@@ -59,7 +63,7 @@ class Store:
 
     @property
     def ready(self) -> bool:
-        return self.service_accounts_synced and self.config_map_synced
+        return self.service_accounts_synced and self.config_map_synced and self.associations_synced
 
     def __len__(self) -> int:
         return len(self._service_accounts)

@@ -1,7 +1,9 @@
-"""structlog configuration: JSON lines on stdout by default, a console format for humans.
+"""What every server of the package (the webhook, the broker, the node agent) sets up the same
+way: structlog, and the Prometheus registry.
 
-Everything, including aiohttp's and the Kubernetes client's standard-library loggers, comes
-out through the same renderer, so a container emits only JSON.
+Logs are JSON lines on stdout by default, a console format for humans. Everything, including
+aiohttp's and the Kubernetes client's standard-library loggers, comes out through the same
+renderer, so a container emits only JSON.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
-__all__ = ["configure"]
+__all__ = ["configure_logs", "production_registry"]
 
 
 def _orjson(value: Any, **_: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
-def configure(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = None) -> None:
+def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = None) -> None:
     """Call once at start-up. `verbosity` follows klog's -v: 4 and above logs debug lines."""
     level = logging.DEBUG if verbosity >= 4 else logging.INFO
     out = stream or sys.stdout
@@ -65,3 +68,11 @@ def configure(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if level > logging.DEBUG else logging.DEBUG)
+
+
+def production_registry() -> CollectorRegistry:
+    """A registry with the process, platform and GC collectors, like Go's default one."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
