@@ -7,14 +7,16 @@ STAMP  := $(VENV)/.installed
 PORT         ?= 8443
 METRICS_PORT ?= 9999
 
-.PHONY: install unit test lint fmt check clean run request certs e2e
+.PHONY: install unit test lint fmt check clean run request certs e2e node lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml examples/session-name-rule/pyproject.toml
+# requirements/dev.txt pins every package (tools/image/lock.sh): CI tests the versions the
+# image installs (requirements/image.txt is compiled from the same pins).
+$(STAMP): pyproject.toml requirements/dev.txt examples/session-name-rule/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements/dev.txt -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -e examples/session-name-rule
 	touch $(STAMP)
 
@@ -52,6 +54,15 @@ promtool:
 .PHONY: netns-tools
 netns-tools:
 	tools/netns/install.sh
+
+# Only the node tier (root: a kubelet, containerd and the webhook's image on this machine;
+# tools/node/install-packages.sh, tools/kube/build.sh and tools/image/ prepare it; tests/node).
+node: install
+	$(BIN)/pytest tests/node -q -p no:randomly
+
+# Re-pin requirements/*.txt from pyproject.toml (needs the package index; review the diff).
+lock:
+	tools/image/lock.sh
 
 # AWS's Go webhook, cached outside the repo (tools/upstream/README.md), and the side-by-side tiers.
 .PHONY: upstream differential bench-upstream
@@ -101,18 +112,29 @@ request:
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.* htmlcov *.egg-info
 
-# --- deployment: Docker, kind and kubectl; not run in CI (see README "Trying it on kind") ---
+# --- images and deployment (see README "Building the image" and "Trying it on kind") ---
 IMAGE        ?= pod-identity-webhook:dev
+# Empty: the Dockerfile's pinned python:3.11-slim. `make base-image` makes one without a
+# registry: BASE_IMAGE=localhost/debian-python:3.11-bookworm.
+BASE_IMAGE   ?=
+# Extension rule packages to build into the image, e.g. ./examples/session-name-rule.
+RULE_PACKAGES ?=
 KIND_CLUSTER ?= pod-identity-webhook
 OVERLAY      ?= self-signed
 
-.PHONY: deploy-tools image kind-up kind-down deploy undeploy cluster-certs
+.PHONY: deploy-tools image base-image kind-up kind-down deploy undeploy cluster-certs
 
 deploy-tools:
 	tools/deploy/install-tools.sh
 
+# docker, podman or buildah, whichever is present (tools/image/image.sh builder).
 image:
-	docker build -t $(IMAGE) .
+	tools/image/image.sh build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		$(if $(RULE_PACKAGES),--build-arg RULE_PACKAGES="$(RULE_PACKAGES)") $(IMAGE)
+
+# Debian bookworm + Python 3.11 from Debian's archive, trusting this host's extra CAs.
+base-image:
+	tools/image/base.sh --host-ca
 
 kind-up: image
 	tools/deploy/kind-up.sh --image $(IMAGE) --overlay $(OVERLAY) --cluster $(KIND_CLUSTER)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
 from webhook.admission.mutation import decide
 from webhook.admission.patches import POD_IDENTITY_LABEL
+from webhook.aws import SessionName
 from webhook.config import MutationConfig
 from webhook.sources.manifests import StaticSources
 
@@ -27,6 +28,7 @@ VARS = st.sampled_from(
         "AWS_STS_REGIONAL_ENDPOINTS",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_ROLE_SESSION_NAME",
         "OTHER",
     ]
 )
@@ -80,6 +82,14 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         annotations["eks.amazonaws.com/token-expiration"] = draw(
             st.sampled_from(["0", "3600", "86400", "x", "-1"])
         )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/role-session-name"] = draw(
+            st.sampled_from(["", "batch", "not valid", "fieldRef:metadata.name"])
+        )
+    if draw(st.booleans()):
+        annotations[f"eks.amazonaws.com/container-role-arn.{draw(NAMES)}"] = draw(
+            st.sampled_from(["arn:aws:iam::111122223333:role/own", "", "own"])
+        )
     metadata: dict[str, Any] = {"name": "p", "annotations": annotations}
     labels = draw(
         st.sampled_from([None, "absent", {}, {"a": "b"}, {POD_IDENTITY_LABEL: "enabled"}])
@@ -115,6 +125,9 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
         token_mount_path=draw(
             st.sampled_from(["/var/run/secrets/eks.amazonaws.com/serviceaccount", "/t/"])
         ),
+        session_name=draw(
+            st.sampled_from([None, SessionName("cluster"), SessionName("metadata.name", True)])
+        ),
     )
     sources = StaticSources()
     if draw(st.booleans()):
@@ -131,6 +144,10 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
             annotations["eks.amazonaws.com/audience"] = draw(st.sampled_from(["", "aud"]))
         if draw(st.booleans()):
             annotations["eks.amazonaws.com/region"] = draw(st.sampled_from(["", "eu-west-1"]))
+        if draw(st.booleans()):
+            annotations["eks.amazonaws.com/role-session-name"] = draw(
+                st.sampled_from(["", "from-sa", "x"])
+            )
         sources.service_accounts["default/app"] = parse_service_account(annotations, config)
     if draw(st.booleans()):
         key = draw(st.sampled_from(["default/app", "*/app", "other/app"]))

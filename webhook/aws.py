@@ -11,9 +11,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "IAM_ROLE_ARN",
+    "SESSION_NAME_FIELDS",
     "Arn",
+    "SessionName",
     "looks_like_role_arn",
     "parse_arn",
+    "parse_session_name",
     "partition_for_region",
     "role_arn",
 ]
@@ -26,6 +29,14 @@ CRD's CEL rule is this same pattern, so the broker refuses exactly what the API 
 
 # Upstream's advisory check (Go RE2, ASCII \w and \d). A mismatch is reported, never enforced.
 _UPSTREAM_ROLE_ARN = re.compile(r"arn:aws[a-z0-9-]*:iam::\d{12}:role/[\w/.@+=,-]+", re.ASCII)
+
+# STS's RoleSessionName: 2 to 64 of these characters. A name STS would refuse is never injected.
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+FIELD_REF = "fieldRef:"
+#: Pod fields the downward API can put into a variable and whose values STS accepts as a name.
+SESSION_NAME_FIELDS = frozenset(
+    {"metadata.name", "metadata.namespace", "metadata.uid", "spec.serviceAccountName"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +87,39 @@ def partition_for_region(region: str) -> str:
         if region.startswith(prefix):
             return partition
     return "aws"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionName:
+    """The value of AWS_ROLE_SESSION_NAME: a literal name, or a field of the Pod read through
+    the downward API (`fieldRef:metadata.name`), which works for Pods created with
+    `generateName`, whose name does not exist yet when the webhook sees them."""
+
+    value: str
+    """The literal name, or the field path."""
+    field: bool = False
+
+    def __str__(self) -> str:
+        return f"{FIELD_REF}{self.value}" if self.field else self.value
+
+
+def parse_session_name(text: str) -> SessionName | None:
+    """A SessionName from an annotation or flag value; None for `""` (no session name).
+
+    ValueError says why a value is unusable. `:` is not a session-name character, so the
+    `fieldRef:` form can never be read as a literal.
+    """
+    if text == "":
+        return None
+    if text.startswith(FIELD_REF):
+        path = text.removeprefix(FIELD_REF)
+        if path not in SESSION_NAME_FIELDS:
+            allowed = ", ".join(sorted(SESSION_NAME_FIELDS))
+            raise ValueError(f"{FIELD_REF}{path} is not one of the Pod fields {allowed}")
+        return SessionName(path, field=True)
+    if _SESSION_NAME.fullmatch(text) is None:
+        raise ValueError(
+            "a role session name is 2 to 64 letters, digits or +=,.@_- "
+            f"(or {FIELD_REF}metadata.name), not {text!r}"
+        )
+    return SessionName(text)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.aws import SessionName, parse_session_name
 from webhook.errors import ConfigError, FlagError
 from webhook.flags import FlagSpec, parse_args, usage
 from webhook.gocompat import parse_go_bool, parse_go_duration, parse_go_int
@@ -109,6 +110,8 @@ class MutationConfig:
     container_credentials: ContainerCredentialsSettings = field(
         default_factory=ContainerCredentialsSettings
     )
+    session_name: SessionName | None = None
+    """Ours: AWS_ROLE_SESSION_NAME when no annotation names one (--role-session-name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,17 @@ class Config:
     rule_failure_policy: str = "ignore"
     pod_identity_associations: bool = False
     """--watch-pod-identity-associations: associations feed container-credentials mode."""
+    client_ca_file: str = ""
+    """Ours: require API-server client certificates signed by these CAs (mTLS)."""
+    client_allowed_names: tuple[str, ...] = ()
+    """Ours: and carrying one of these names (common name or DNS name); empty: any."""
+    audit_pods: bool = False
+    """Ours: watch Pods and report those without the credentials they should have."""
+    audit_exclude_namespaces: tuple[str, ...] = ("kube-system",)
+    audit_delete_pods: bool = False
+    """Ours: delete reported Pods that a controller recreates (never in kube-system)."""
+    audit_delete_interval: float = 10.0
+    """At most one deletion per this many seconds."""
 
 
 def _int(text: str) -> int:
@@ -187,6 +201,10 @@ def _non_negative_duration(text: str) -> float:
     if value < 0:
         raise ValueError("must not be negative (0 disables the wait)")
     return value
+
+
+def _session_name(text: str) -> SessionName | None:
+    return parse_session_name(text)  # ValueError names the problem
 
 
 def _days(text: str) -> int:
@@ -300,6 +318,13 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         _CC.full_uri,
         "Value of AWS_CONTAINER_CREDENTIALS_FULL_URI",
     ),
+    FlagSpec(
+        "role-session-name",
+        _session_name,
+        None,
+        "Default AWS_ROLE_SESSION_NAME: a name, or fieldRef:metadata.name for the Pod's name "
+        "(web identity only; annotations override it)",
+    ),
 )
 
 RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
@@ -350,6 +375,49 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
         _str,
         "",
         "Comma-separated DNS names or IP addresses added to bootstrapped certificates",
+    ),
+    FlagSpec(
+        "audit-pods",
+        parse_go_bool,
+        False,
+        "Watch Pods; report (metric, Event) those without the credentials the webhook would "
+        "give them now",
+        "bool",
+    ),
+    FlagSpec(
+        "audit-exclude-namespaces",
+        _str,
+        "kube-system",
+        "Comma-separated namespaces the Pod audit ignores (as the webhook configuration does)",
+    ),
+    FlagSpec(
+        "audit-delete-pods",
+        parse_go_bool,
+        False,
+        "Delete reported Pods that have a controller, so they are recreated through the "
+        "webhook (never in kube-system); needs --audit-pods",
+        "bool",
+    ),
+    FlagSpec(
+        "audit-delete-interval",
+        _positive_duration,
+        10.0,
+        "At most one Pod deletion per this interval",
+        "duration",
+    ),
+    FlagSpec(
+        "client-ca-file",
+        _str,
+        "",
+        "Require a client certificate signed by these CAs (PEM) in the TLS handshake: the API "
+        "server's; reloaded when it changes",
+    ),
+    FlagSpec(
+        "client-allowed-names",
+        _str,
+        "",
+        "Comma-separated names (common name or DNS name) one of which a client certificate "
+        "must carry; needs --client-ca-file",
     ),
 )
 
@@ -441,6 +509,7 @@ def mutation_config(values: dict[str, Any]) -> MutationConfig:
             token_path=values["container-credentials-token-path"],
             full_uri=values["container-credentials-full-uri"],
         ),
+        session_name=values["role-session-name"],
     )
 
 
@@ -470,6 +539,10 @@ def _positional_notices(positional: Sequence[str]) -> tuple[Notice, ...]:
     )
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     """Build the Config; returns (config, wants_help, wants_version). Raises ConfigError."""
     try:
@@ -483,6 +556,10 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
             "works on current clusters; pass --in-cluster=false with --tls-cert/--tls-key "
             "(cert-manager, or `pod-identity-webhook certs`)"
         )
+    if values["audit-delete-pods"] and not values["audit-pods"]:
+        raise ConfigError("--audit-delete-pods needs --audit-pods (the audit finds the Pods)")
+    if values["client-allowed-names"] and not values["client-ca-file"]:
+        raise ConfigError("--client-allowed-names needs --client-ca-file (the CAs to verify with)")
     config = Config(
         mutation=mutation_config(values),
         port=values["port"],
@@ -509,9 +586,13 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         webhook_configuration=values["webhook-configuration"]
         or ("pod-identity-webhook" if values["cert-bootstrap"] else ""),
         cert_validity_days=values["cert-validity-days"],
-        cert_extra_names=tuple(
-            n.strip() for n in values["cert-extra-names"].split(",") if n.strip()
-        ),
+        cert_extra_names=_names(values["cert-extra-names"]),
+        audit_pods=values["audit-pods"],
+        audit_exclude_namespaces=_names(values["audit-exclude-namespaces"]),
+        audit_delete_pods=values["audit-delete-pods"],
+        audit_delete_interval=values["audit-delete-interval"],
+        client_ca_file=values["client-ca-file"],
+        client_allowed_names=_names(values["client-allowed-names"]),
         policy_file=values["policy"],
         rules=tuple(values["rule"]),
         rule_timeout=values["rule-timeout"],

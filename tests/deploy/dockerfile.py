@@ -16,23 +16,33 @@ from tests.deploy.tools import REPO
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-#: Paths inside the image.
-SRC, WHEELS, VENV = "/src", "/wheels", "/opt/venv"
+#: Paths inside the image: the sources, the wheels, the final and the build environments.
+SRC, WHEELS, VENV, BUILD = "/src", "/wheels", "/opt/venv", "/opt/build"
 
-#: `{src}`, `{wheels}` and `{venv}` are the paths above in the image, temporary ones in tests.
-BUILD_WHEELS = "python -m pip wheel --no-cache-dir --wheel-dir {wheels} {src}"
-MAKE_VENV = "python -m venv --without-pip {venv}"
-INSTALL = (
-    "python -m pip --python {venv}/bin/python install --no-cache-dir --no-index "
-    "--find-links={wheels} pod-identity-webhook"
+#: `{src}`, `{wheels}`, `{venv}` and `{build}` are the paths above in the image, temporary ones
+#: in tests. The build stage's own venv builds the wheels: the pinned build backend, then every
+#: dependency with the hashes of requirements/image.txt, then the project (and, in the
+#: Dockerfile, the RULE_PACKAGES after it).
+MAKE_BUILD_VENV = "python -m venv {build}"
+INSTALL_BACKEND = (
+    "{build}/bin/pip install --require-hashes --no-deps -r {src}/requirements/build.txt"
 )
+BUILD_DEPENDENCIES = (
+    "{build}/bin/pip wheel --require-hashes --no-deps --wheel-dir {wheels} "
+    "-r {src}/requirements/image.txt"
+)
+BUILD_PROJECT = "{build}/bin/pip wheel --no-build-isolation --no-deps --wheel-dir {wheels} {src}"
+MAKE_VENV = "python -m venv {venv}"
+INSTALL = "{venv}/bin/pip install --no-cache-dir --no-index --no-deps {wheels}/*.whl"
+CHECK = "{venv}/bin/pip check"
 SMOKE = "{venv}/bin/pod-identity-webhook --version"
-BUILD_STAGE_COMMANDS = (BUILD_WHEELS,)
-FINAL_STAGE_COMMANDS = (MAKE_VENV, INSTALL, SMOKE)
+DROP_PIP = "{venv}/bin/pip uninstall --yes pip setuptools"
+BUILD_STAGE_COMMANDS = (MAKE_BUILD_VENV, INSTALL_BACKEND, BUILD_DEPENDENCIES, BUILD_PROJECT)
+FINAL_STAGE_COMMANDS = (MAKE_VENV, INSTALL, CHECK, SMOKE, DROP_PIP)
 
 
 def in_image(command: str) -> str:
-    return command.format(src=SRC, wheels=WHEELS, venv=VENV)
+    return command.format(src=SRC, wheels=WHEELS, venv=VENV, build=BUILD)
 
 
 @dataclass

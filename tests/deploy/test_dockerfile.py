@@ -21,7 +21,7 @@ from tests.deploy.dockerfile import (
 from tests.deploy.rendering import MANIFESTS
 from tests.deploy.tools import REPO
 
-PYTHON_IMAGE = re.compile(r"^python:(3\.\d+)\.\d+-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?$")
+PYTHON_IMAGE = re.compile(r"^python:(3\.\d+)\.\d+-slim(-[a-z]+)?@sha256:[0-9a-f]{64}$")
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cargo", "rustc")
 OCI_LABELS = ("title", "description", "version", "revision", "created", "licenses")
 
@@ -43,14 +43,14 @@ def test_build_is_multi_stage_with_wheels_built_first(parsed: dockerfile.Dockerf
     assert build.base == final.base
 
 
-def test_base_is_a_slim_python_pinned_to_a_patch_version(parsed: dockerfile.Dockerfile) -> None:
+def test_base_is_a_slim_python_pinned_by_digest(parsed: dockerfile.Dockerfile) -> None:
     requires = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
         "requires-python"
     ]
     for stage in parsed.stages:
         image = parsed.resolve(stage.base)
         match = PYTHON_IMAGE.match(image)
-        assert match, f"{image} is not python:X.Y.Z-slim[-distro][@sha256:...]"
+        assert match, f"{image} is not python:X.Y.Z-slim[-distro]@sha256:..."
         # The interpreter the project is developed and tested with (requires-python >=3.11).
         assert match.group(1) == "3.11"
         assert requires == ">=3.11"
@@ -140,7 +140,16 @@ def test_build_context_is_only_what_the_wheel_is_made_of(parsed: dockerfile.Dock
     patterns = dockerfile.ignore_patterns()
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "webhook"}
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "requirements/build.txt",
+        "requirements/image.txt",
+        "webhook",
+        "examples",
+    }
+    # The example rules' tests are no part of any image.
+    assert "examples/*/tests/" in patterns
     copied: set[str] = set()
     for instruction in parsed.stages[0].all("COPY"):
         *sources, _ = instruction.value.split()

@@ -1,12 +1,15 @@
-"""The image's install steps, run without Docker: the Dockerfile's own pip commands (see
-tests/deploy/dockerfile.py) in a clean virtual environment, then the webhook from it.
+"""The image's install steps, run without an image builder: the Dockerfile's own pip commands
+(see tests/deploy/dockerfile.py) with this host's Python 3.11, then the webhook from the result.
 
-The build downloads every dependency from the package index, as `docker build` does, so the
-module is marked slow and network; without the index it is skipped with the reason.
+This checks the steps and the layout they produce where no image can be built; the node tier
+(tests/node/test_image.py) builds the Dockerfile for real and runs the image. The build
+downloads every dependency from the package index, as the image build does, so the module is
+marked slow and network; without the index it is skipped with the reason.
 """
 
 from __future__ import annotations
 
+import glob
 import http.client
 import json
 import os
@@ -89,10 +92,14 @@ def _image_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _step(command: str, *, src: Path, wheels: Path, venv: Path, env: dict[str, str]) -> None:
-    argv = shlex.split(command.format(src=src, wheels=wheels, venv=venv))
+def _step(
+    command: str, *, src: Path, wheels: Path, venv: Path, build: Path, env: dict[str, str]
+) -> None:
+    argv = shlex.split(command.format(src=src, wheels=wheels, venv=venv, build=build))
     if argv[0] == "python":
         argv[0] = sys.executable
+    # The shell of the RUN line expands the wheel glob.
+    argv = [m for a in argv for m in (sorted(glob.glob(a)) if "*" in a else [a])]  # noqa: PTH207
     result = subprocess.run(
         argv, capture_output=True, text=True, check=False, env=env, timeout=BUILD_TIMEOUT
     )
@@ -109,17 +116,21 @@ def _step(command: str, *, src: Path, wheels: Path, venv: Path, env: dict[str, s
 def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     root = tmp_path_factory.mktemp("image")
     src, wheels, venv, home = root / "src", root / "wheels", root / "opt-venv", root / "home"
+    build = root / "opt-build"
     for directory in (src, home, root / "run"):
         directory.mkdir()
     # The build context (.dockerignore) and the COPY lines of the build stage.
     shutil.copy2(REPO / "pyproject.toml", src)
     shutil.copy2(REPO / "README.md", src)
+    (src / "requirements").mkdir()
+    for name in ("build.txt", "image.txt"):
+        shutil.copy2(REPO / "requirements" / name, src / "requirements")
     shutil.copytree(
         REPO / "webhook", src / "webhook", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
     env = _image_env(home)
     for command in (*BUILD_STAGE_COMMANDS, *FINAL_STAGE_COMMANDS):
-        _step(command, src=src, wheels=wheels, venv=venv, env=env)
+        _step(command, src=src, wheels=wheels, venv=venv, build=build, env=env)
     return Image(root, wheels, venv, env)
 
 

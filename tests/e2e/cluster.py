@@ -51,6 +51,7 @@ WEBHOOK_GROUPS = ("system:serviceaccounts", f"system:serviceaccounts:{WEBHOOK_NA
 #: manifest gets one extra `In` expression on it, next to the manifest's own selectors.
 WEBHOOK_LABEL = "e2e.pod-identity-webhook/webhook"
 MARKER_ROLE = role_arn("e2e-marker")
+APISERVER_CLIENT_NAME = "e2e-kube-apiserver"
 
 ETCD_READY_TIMEOUT = 30.0
 APISERVER_READY_TIMEOUT = 45.0  # measured 2.3-3.3 s; pytest's timeout is 60 s a test
@@ -94,7 +95,7 @@ def find_binaries(build_log: Path) -> Binaries | str:
         apiserver, etcd = Path(named[0]), Path(named[1])
         if executable(apiserver) and executable(etcd):
             return Binaries(apiserver, etcd, "TEST_ASSET_KUBE_APISERVER/TEST_ASSET_ETCD")
-    found = run_script(BUILD_SCRIPT, log=build_log)
+    found = run_script(BUILD_SCRIPT, "kube-apiserver", "etcd", log=build_log)
     if isinstance(found, Path):
         apiserver, etcd = found / "kube-apiserver", found / "etcd"
         if executable(apiserver) and executable(etcd):
@@ -273,6 +274,9 @@ class Cluster:
     sa_key: Path = field(init=False)
     webhook_ca: pki.KeyPair = field(init=False)
     webhook_cert: pki.KeyPair = field(init=False)
+    apiserver_client_ca: pki.KeyPair = field(init=False)
+    """Signs the client certificate the API server presents to webhooks that ask for one."""
+    apiserver_client_cert: pki.KeyPair = field(init=False)
 
     @property
     def server(self) -> str:
@@ -313,6 +317,16 @@ class Cluster:
         self.sa_key = pki.service_account_signing_key(pki_dir / "sa.key")
         self.webhook_ca = pki.certificate_authority(pki_dir, "webhook-ca", "e2e-webhook-ca")
         self.webhook_cert = pki.loopback_serving_cert(self.webhook_ca, pki_dir, "webhook")
+        self.apiserver_client_ca = pki.certificate_authority(
+            pki_dir, "apiserver-client-ca", "e2e-apiserver-client-ca"
+        )
+        self.apiserver_client_cert = pki.client_cert(
+            self.apiserver_client_ca,
+            pki_dir,
+            "apiserver-client",
+            user=APISERVER_CLIENT_NAME,
+            groups=(),
+        )
 
     def _spawn(self, name: str, argv: Sequence[str], *, cwd: Path | None = None) -> Process:
         process = Process(name, argv, self.workdir / f"{name}.log", env=self.env, cwd=cwd)
@@ -350,6 +364,31 @@ class Cluster:
             alive=lambda: None if etcd.running else f"etcd exited; see {etcd.log_path}",
         )
 
+    def _admission_configuration(self) -> Path:
+        """The API server presents its client certificate to every webhook that asks for one
+        (the kubeconfig's `*` user), as README "Authenticating the API server" sets it up."""
+        kubeconfig = write_kubeconfig(
+            self.workdir / "admission.kubeconfig",
+            server="https://unused.invalid",
+            ca=self.cluster_ca.cert,
+            cert=self.apiserver_client_cert.cert,
+            key=self.apiserver_client_cert.key,
+            user="*",
+        )
+        path = self.workdir / "admission-configuration.yaml"
+        plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        document = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [{"name": "MutatingAdmissionWebhook", "configuration": plugin}],
+        }
+        path.write_text(json.dumps(document), encoding="utf-8")
+        return path
+
     def _apiserver(self) -> None:
         self.api_port = free_port()
         apiserver = self._spawn(
@@ -371,6 +410,7 @@ class Cluster:
                 f"--service-account-key-file={self.sa_key}",
                 f"--service-account-signing-key-file={self.sa_key}",
                 "--allow-privileged=true",
+                f"--admission-control-config-file={self._admission_configuration()}",
             ],
         )
         context = client_context(

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd for the integration tests, from Go modules only,
-# at the versions pinned in this directory's go.mod/go.sum.
+# Builds the Kubernetes binaries of the test tiers, from Go modules only, at the versions
+# pinned in this directory's go.mod/go.sum: etcd and kube-apiserver (tests/e2e), and
+# kube-controller-manager, kube-scheduler, kubelet and kubectl (tests/node).
 #
 # Usage:
-#   tools/kube/build.sh               build (or reuse) the binaries; the last line
-#                                     of stdout is the directory holding both
+#   tools/kube/build.sh [BINARY...]   build (or reuse) the binaries; the last line of stdout
+#                                     is the directory holding them. BINARY names what the
+#                                     caller needs (default: all six); a build always
+#                                     builds all six, so one stamp covers the directory
 #   tools/kube/build.sh --print-dir   print the cache directory and exit (no build)
 #
-#   dir="$(tools/kube/build.sh | tail -n1)"
+#   dir="$(tools/kube/build.sh kube-apiserver etcd | tail -n1)"
 #
 # Environment:
-#   KUBEBUILDER_ASSETS          if it holds executable kube-apiserver and etcd,
-#                               print that directory and build nothing
-#   TEST_ASSET_KUBE_APISERVER,  if both point at executables, build nothing; the
-#   TEST_ASSET_ETCD             common directory is printed only when they sit in
-#                               one directory under their standard names,
-#                               otherwise nothing is printed (use the variables)
+#   KUBEBUILDER_ASSETS          if it holds every BINARY asked for, print that directory
+#                               and build nothing
+#   TEST_ASSET_KUBE_APISERVER,  if both point at executables and only kube-apiserver and
+#   TEST_ASSET_ETCD             etcd are asked for, build nothing; the common directory is
+#                               printed only when they sit in one directory under their
+#                               standard names, otherwise nothing is printed (use the
+#                               variables)
 #   POD_IDENTITY_WEBHOOK_CACHE  cache root (default:
 #                               ${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook);
 #                               binaries go to <root>/kube/<kubernetes version>/
-#   SOURCE_DATE_EPOCH           optional, fixes the build date embedded in kube-apiserver
+#   SOURCE_DATE_EPOCH           optional, fixes the build date embedded in the binaries
 #
 # Progress and diagnostics go to stderr.
 set -euo pipefail
@@ -27,22 +31,32 @@ set -euo pipefail
 log() { printf 'tools/kube/build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
+all_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 print_dir_only=0
+wanted=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --print-dir) print_dir_only=1 ;;
     -h|--help) usage; exit 0 ;;
+    etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl) wanted+=("$1") ;;
     *) usage; die "unknown argument: $1" ;;
   esac
   shift
 done
+[ "${#wanted[@]}" -gt 0 ] || wanted=("${all_binaries[@]}")
+# Whether directory $1 holds an executable of every wanted binary.
+has_wanted() {
+  local name
+  for name in "${wanted[@]}"; do [ -x "$1/$name" ] || return 1; done
+}
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 gomod="$here/go.mod"
-gosum="$here/go.sum"
-[ -f "$gomod" ] && [ -f "$gosum" ] || die "missing $gomod or $gosum"
+[ -f "$gomod" ] || die "missing $gomod"
+# shellcheck source=tools/lib/gobuild.sh
+. "$here/../lib/gobuild.sh"
 
 # Versions come from the committed go.mod, the single source of truth.
 mod_version() { awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$gomod"; }
@@ -51,12 +65,7 @@ etcd_version="$(mod_version go.etcd.io/etcd/server/v3)"
 [ -n "$kube_version" ] || die "k8s.io/kubernetes not found in $gomod"
 [ -n "$etcd_version" ] || die "go.etcd.io/etcd/server/v3 not found in $gomod"
 
-cache_root="${POD_IDENTITY_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook}"
-case "$cache_root" in
-  /*) ;;
-  *) cache_root="$PWD/$cache_root" ;;
-esac
-out="$cache_root/kube/$kube_version"
+gobuild_out kube "$kube_version"
 
 if [ "$print_dir_only" -eq 1 ]; then
   printf '%s\n' "$out"
@@ -65,14 +74,16 @@ fi
 
 # 1. Binaries supplied from outside: nothing to build.
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
-  if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
+  if has_wanted "$KUBEBUILDER_ASSETS"; then
     log "using KUBEBUILDER_ASSETS"
     (cd "$KUBEBUILDER_ASSETS" && pwd -P)
     exit 0
   fi
-  log "warning: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks executable kube-apiserver/etcd; ignoring it"
+  log "warning: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks executable ${wanted[*]}; ignoring it"
 fi
-if [ -n "${TEST_ASSET_KUBE_APISERVER:-}" ] && [ -n "${TEST_ASSET_ETCD:-}" ]; then
+only_control_plane=0
+[ "$(printf '%s\n' "${wanted[@]}" | sort -u | tr '\n' ' ')" = "etcd kube-apiserver " ] && only_control_plane=1
+if [ "$only_control_plane" = 1 ] && [ -n "${TEST_ASSET_KUBE_APISERVER:-}" ] && [ -n "${TEST_ASSET_ETCD:-}" ]; then
   if [ -x "$TEST_ASSET_KUBE_APISERVER" ] && [ -x "$TEST_ASSET_ETCD" ]; then
     log "using TEST_ASSET_KUBE_APISERVER and TEST_ASSET_ETCD"
     a_dir="$(cd "$(dirname "$TEST_ASSET_KUBE_APISERVER")" && pwd -P)"
@@ -86,37 +97,18 @@ if [ -n "${TEST_ASSET_KUBE_APISERVER:-}" ] && [ -n "${TEST_ASSET_ETCD:-}" ]; the
   log "warning: TEST_ASSET_KUBE_APISERVER/TEST_ASSET_ETCD are not both executable; ignoring them"
 fi
 
-# 2. Cached build. The stamp ties the binaries to the exact go.mod/go.sum they
-#    were built from, so changing either (same Kubernetes version) rebuilds.
-stamp_want="$(cat "$gomod" "$gosum" | sha256sum | cut -d' ' -f1)"
-cache_ok() {
-  [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -f "$out/.stamp" ] \
-    && [ "$(cat "$out/.stamp")" = "$stamp_want" ]
-}
-if cache_ok; then
+# 2. Cached build, current for this go.mod/go.sum (changing either rebuilds, even at the
+#    same Kubernetes version); one build at a time.
+cache_ok() { has_wanted "$out" && gobuild_current; }
+if cache_ok || gobuild_lock cache_ok; then
   log "reusing $out"
   printf '%s\n' "$out"
   exit 0
 fi
 
-mkdir -p "$out"
-# Serialise concurrent invocations (e.g. parallel test workers), then re-check.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$out/.lock"
-  flock 9
-  if cache_ok; then
-    log "reusing $out (built by a concurrent invocation)"
-    printf '%s\n' "$out"
-    exit 0
-  fi
-fi
-
 # 3. Build.
-command -v go >/dev/null 2>&1 || die "go is not installed; cannot build kube-apiserver/etcd"
-export GOTOOLCHAIN=local CGO_ENABLED=0
-# -mod=readonly: fail instead of silently rewriting the committed go.mod/go.sum.
-# -buildvcs=false: do not stamp this repository's VCS state into the binaries.
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
+command -v go >/dev/null 2>&1 || die "go is not installed; cannot build ${wanted[*]}"
+gobuild_env
 
 minor="$(cut -d. -f2 <<<"${kube_version#v}")"
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -131,26 +123,29 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
 done
 
-tmp="$(mktemp -d "$out/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-rm -f "$out/.stamp"
+gobuild_tmp
 
-log "building into $out: kube-apiserver $kube_version, etcd $etcd_version ($(go version))"
+log "building into $out: Kubernetes $kube_version (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl), etcd $etcd_version ($(go version))"
 cd "$here"
 log "go build etcd"
 go build -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 >&2
-log "go build kube-apiserver (this is the slow part)"
-go build -tags=notest,grpcnotrace -ldflags "$ldflags" -o "$tmp/kube-apiserver" \
-  k8s.io/kubernetes/cmd/kube-apiserver >&2
+for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+  log "go build $name (minutes when the Go build cache is cold)"
+  go build -tags=notest,grpcnotrace -ldflags "$ldflags" -o "$tmp/$name" \
+    "k8s.io/kubernetes/cmd/$name" >&2
+done
 
-"$tmp/kube-apiserver" --version >&2 || die "built kube-apiserver does not run"
 "$tmp/etcd" --version >&2 || die "built etcd does not run"
+for name in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+  "$tmp/$name" --version >&2 || die "built $name does not run"
+done
+"$tmp/kubectl" version --client >&2 || die "built kubectl does not run"
 
 # Same-filesystem renames: a reader never sees a half-written binary.
-mv -f "$tmp/etcd" "$out/etcd"
-mv -f "$tmp/kube-apiserver" "$out/kube-apiserver"
-printf '%s\n' "$stamp_want" >"$tmp/stamp"
-mv -f "$tmp/stamp" "$out/.stamp"
+for name in "${all_binaries[@]}"; do
+  mv -f "$tmp/$name" "$out/$name"
+done
+gobuild_done
 
 log "done"
 printf '%s\n' "$out"

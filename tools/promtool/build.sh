@@ -30,8 +30,8 @@ usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 gomod="$here/go.mod"
-gosum="$here/go.sum"
-[ -f "$gomod" ] && [ -f "$gosum" ] || die "missing $gomod or $gosum"
+# shellcheck source=tools/lib/gobuild.sh
+. "$here/../lib/gobuild.sh"
 
 # The version comes from the committed go.mod. Prometheus tags its Go module v0.3XX.Y for
 # release 3.XX.Y.
@@ -40,12 +40,7 @@ module_version="$(awk '$1 == "require" {$1 = ""; $0 = $0} $1 == "github.com/prom
 minor_patch="${module_version#v0.3}"
 release="3.$((10#${minor_patch%%.*})).${minor_patch#*.}"
 
-cache_root="${POD_IDENTITY_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook}"
-case "$cache_root" in
-  /*) ;;
-  *) cache_root="$PWD/$cache_root" ;;
-esac
-out="$cache_root/promtool/$release"
+gobuild_out promtool "$release"
 binary="$out/promtool"
 helper="$out/selectors"
 
@@ -65,35 +60,17 @@ if [ -n "${PROMTOOL:-}" ]; then
   exit 0
 fi
 
-# 2. Cached build. The stamp ties the binary to the exact go.mod/go.sum it was built from.
-stamp_want="$(cat "$gomod" "$gosum" | sha256sum | cut -d' ' -f1)"
-cache_ok() {
-  [ -x "$binary" ] && [ -x "$helper" ] && [ -f "$out/.stamp" ] \
-    && [ "$(cat "$out/.stamp")" = "$stamp_want" ]
-}
-if cache_ok; then
+# 2. The cache, current for this go.mod/go.sum; one build at a time.
+cache_ok() { [ -x "$binary" ] && [ -x "$helper" ] && gobuild_current; }
+if cache_ok || gobuild_lock cache_ok; then
   log "reusing $binary"
   printf '%s\n' "$binary"
   exit 0
 fi
 
-mkdir -p "$out"
-# Serialise concurrent invocations (pytest sessions, make), then re-check.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$out/.lock"
-  flock 9
-  if cache_ok; then
-    log "reusing $binary (built by a concurrent invocation)"
-    printf '%s\n' "$binary"
-    exit 0
-  fi
-fi
-
 # 3. Build.
 command -v go >/dev/null 2>&1 || die "go is not installed; cannot build promtool"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off
-# -mod=readonly: fail instead of silently rewriting the committed go.mod/go.sum.
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
+gobuild_env
 
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
   build_date="$(date -u -d "@${SOURCE_DATE_EPOCH}" +%Y%m%d-%H:%M:%S)"
@@ -106,9 +83,7 @@ v=github.com/prometheus/common/version
 ldflags="-s -w -X $v.Version=$release -X $v.Revision=$module_version -X $v.Branch=HEAD"
 ldflags+=" -X $v.BuildUser=pod-identity-webhook -X $v.BuildDate=$build_date"
 
-tmp="$(mktemp -d "$out/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-rm -f "$out/.stamp"
+gobuild_tmp
 
 log "building promtool $release ($module_version) into $out ($(go version))"
 cd "$here"
@@ -126,8 +101,7 @@ echo '["up"]' | "$tmp/selectors" >/dev/null || die "built selectors does not run
 # Same-filesystem renames: a reader never sees a half-written binary.
 mv -f "$tmp/selectors" "$helper"
 mv -f "$tmp/promtool" "$binary"
-printf '%s\n' "$stamp_want" >"$tmp/stamp"
-mv -f "$tmp/stamp" "$out/.stamp"
+gobuild_done
 
 log "done"
 printf '%s\n' "$binary"

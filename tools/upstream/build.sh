@@ -42,8 +42,9 @@ done
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 gomod="$here/go.mod"
-gosum="$here/go.sum"
-if [ ! -f "$gomod" ] || [ ! -f "$gosum" ]; then die "missing $gomod or $gosum"; fi
+[ -f "$gomod" ] || die "missing $gomod"
+# shellcheck source=tools/lib/gobuild.sh
+. "$here/../lib/gobuild.sh"
 version="$(awk -v m="$MODULE" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$gomod")"
 [ -n "$version" ] || die "$MODULE not found in $gomod"
 if [ "$mode" = version ]; then
@@ -59,12 +60,7 @@ if [ -n "${UPSTREAM_WEBHOOK_BIN:-}" ] && [ "$mode" = build ]; then
   exit 0
 fi
 
-cache_root="${POD_IDENTITY_WEBHOOK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-identity-webhook}"
-case "$cache_root" in
-  /*) ;;
-  *) cache_root="$PWD/$cache_root" ;;
-esac
-out="$cache_root/upstream/$version"
+gobuild_out upstream "$version"
 bin="$out/$BINARY"
 
 if [ "$mode" = print-path ]; then
@@ -72,24 +68,12 @@ if [ "$mode" = print-path ]; then
   exit 0
 fi
 
-# 2. The cache. The stamp ties the binary to the go.mod/go.sum it was built from.
-stamp_want="$(cat "$gomod" "$gosum" | sha256sum | cut -d' ' -f1)"
-cache_ok() { [ -x "$bin" ] && [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp_want" ]; }
-if cache_ok; then
+# 2. The cache, current for this go.mod/go.sum; one build at a time.
+cache_ok() { [ -x "$bin" ] && gobuild_current; }
+if cache_ok || gobuild_lock cache_ok; then
   log "reusing $bin"
   printf '%s\n' "$bin"
   exit 0
-fi
-
-mkdir -p "$out"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$out/.lock"
-  flock 9
-  if cache_ok; then
-    log "reusing $bin (built by a concurrent invocation)"
-    printf '%s\n' "$bin"
-    exit 0
-  fi
 fi
 
 # 3. Build in the consumer module. `-mod=readonly` fails rather than rewrite the
@@ -97,11 +81,8 @@ fi
 #    unnecessary. The consumer module requires nothing but upstream, so minimal version
 #    selection picks exactly the dependency versions of upstream's own go.mod.
 command -v go >/dev/null 2>&1 || die "go is not installed; cannot build the upstream webhook"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off
-export GOFLAGS="-trimpath -mod=readonly -buildvcs=false"
-tmp="$(mktemp -d "$out/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-rm -f "$out/.stamp"
+gobuild_env
+gobuild_tmp
 
 log "building $MODULE@$version into $out ($(go version))"
 start="$(date +%s)"
@@ -111,7 +92,6 @@ start="$(date +%s)"
 
 # Same-filesystem renames: a reader never sees a half-written binary.
 mv -f "$tmp/$BINARY" "$bin"
-printf '%s\n' "$stamp_want" >"$tmp/stamp"
-mv -f "$tmp/stamp" "$out/.stamp"
+gobuild_done
 log "built in $(( $(date +%s) - start ))s"
 printf '%s\n' "$bin"

@@ -16,18 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.admission.notes import Note
-from webhook.aws import looks_like_role_arn
+from webhook.aws import SessionName, looks_like_role_arn, parse_session_name
 from webhook.aws import role_arn as compose_role_arn
 from webhook.config import MIN_TOKEN_EXPIRATION, MutationConfig
 from webhook.errors import CsvError
 from webhook.gocompat import MISSING, first_csv_record, go_json_field, parse_go_bool, parse_go_int10
 
 __all__ = [
+    "NO_SESSION_NAME",
     "ConfigMapEntry",
     "ServiceAccountEntry",
     "parse_config_map",
     "parse_container_credentials",
     "parse_service_account",
+    "parse_session_name_annotation",
     "parse_skip_containers",
     "parse_token_expiration",
 ]
@@ -39,6 +41,12 @@ TOKEN_EXPIRATION = "token-expiration"
 SKIP_CONTAINERS = "skip-containers"
 INCLUDE_CONTAINERS = "include-containers"  # ours: only these containers get credentials
 REGION = "region"  # ours: per-ServiceAccount region instead of --aws-default-region
+SESSION_NAME = "role-session-name"  # ours: AWS_ROLE_SESSION_NAME (ServiceAccount or Pod)
+CONTAINER_ROLE_ARN = "container-role-arn."  # ours: `<prefix>/container-role-arn.<container>`
+REQUIRE_CREDENTIALS_LABEL = "eks.amazonaws.com/require-credentials"  # literal, like skip's
+
+NO_SESSION_NAME = SessionName("")
+"""An annotation that says `""`: no session name, whatever --role-session-name says."""
 
 CONFIG_MAP_NAME = "pod-identity-webhook"
 CONFIG_MAP_KEY = "config"
@@ -57,6 +65,8 @@ class ServiceAccountEntry:
     """From the `region` annotation; None means --aws-default-region."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     """The prefixed annotations only, for extension rules."""
+    session_name: SessionName | None = None
+    """From the `role-session-name` annotation; None: the flag's, NO_SESSION_NAME: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,12 @@ def parse_service_account(
                     Note("expiration-clamped", f"token expiration {raw} raised to {value} seconds")
                 )
     region = annotations.get(prefix + REGION)
+    session = annotations.get(prefix + SESSION_NAME)
+    session_name = (
+        parse_session_name_annotation(session, f"{prefix}{SESSION_NAME}", notes)
+        if isinstance(session, str)
+        else None
+    )
     kept = {k: v for k, v in annotations.items() if k.startswith(prefix) and isinstance(v, str)}
     return ServiceAccountEntry(
         role_arn=role_arn,
@@ -144,7 +160,18 @@ def parse_service_account(
         notes=tuple(notes),
         region=region if isinstance(region, str) else None,
         annotations=kept,
+        session_name=session_name,
     )
+
+
+def parse_session_name_annotation(text: str, where: str, notes: list[Note]) -> SessionName | None:
+    """A `role-session-name` annotation: NO_SESSION_NAME for `""`, None (with a note) when
+    STS would refuse the name, so the next source applies."""
+    try:
+        return parse_session_name(text) or NO_SESSION_NAME
+    except ValueError as exc:
+        notes.append(Note("invalid-annotation", f"{where}: {exc}; ignored"))
+        return None
 
 
 def _entry(value: Any, config: MutationConfig) -> ConfigMapEntry:

@@ -10,17 +10,24 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from webhook.admission.entries import (
+    CONTAINER_ROLE_ARN,
+    NO_SESSION_NAME,
+    REQUIRE_CREDENTIALS_LABEL,
+    SESSION_NAME,
     TOKEN_EXPIRATION,
     ConfigMapEntry,
     ServiceAccountEntry,
+    parse_session_name_annotation,
     parse_token_expiration,
 )
 from webhook.admission.notes import Note
-from webhook.admission.patches import Plan, mapping, patch_for, string_map
-from webhook.admission.wire import Method, PatchOp, Pod, Reason, RoleSource
+from webhook.admission.patches import SESSION_NAME_VAR, Plan, mapping, patch_for, string_map
+from webhook.admission.wire import EnvVar, Method, PatchOp, Pod, Reason, RoleSource
+from webhook.aws import SessionName, looks_like_role_arn
+from webhook.aws import role_arn as compose_role_arn
 from webhook.config import DEFAULT_TOKEN_EXPIRATION, MutationConfig
 from webhook.errors import InvalidPod
 
@@ -32,6 +39,7 @@ Jitter = Callable[[int, int], int]
 WEB_IDENTITY_VOLUME = "aws-iam-token"
 WEB_IDENTITY_TOKEN_PATH = "token"
 JITTER_LOW = 79200  # upstream: default 86400 minus up to two hours
+SESSION_NAME_LIMIT = 64  # STS refuses longer role session names
 
 
 class Sources(Protocol):
@@ -64,6 +72,18 @@ class Decision:
     token_expiration: int = 0
     targets: tuple[str, ...] = ()
     """JSON pointers of the containers that carry the credentials (skipped ones excluded)."""
+    container_roles: tuple[tuple[str, str], ...] = ()
+    """Ours: (container, role) for containers that take credentials with a role of their own."""
+    session_name: SessionName | None = None
+    """Ours: the AWS_ROLE_SESSION_NAME given to the containers that take credentials."""
+    required: bool = False
+    """Ours: the Pod carries `eks.amazonaws.com/require-credentials: "true"`."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Every role the Pod's containers get: the Pod's, then the containers' own."""
+        own = tuple(dict.fromkeys(role for _, role in self.container_roles))
+        return (self.role_arn, *own) if self.role_arn else own
 
     @property
     def service_account(self) -> str:
@@ -96,6 +116,8 @@ def decide(
         raise InvalidPod("the object must be a JSON object")
     metadata = mapping(pod.get("metadata"), "metadata")
     annotations = string_map(metadata.get("annotations"), "metadata.annotations")
+    labels = metadata.get("labels")  # read, not checked: only container credentials label
+    required = isinstance(labels, dict) and labels.get(REQUIRE_CREDENTIALS_LABEL) == "true"
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         raise InvalidPod("spec must be an object")
@@ -107,12 +129,20 @@ def decide(
         text = "the review has no request.namespace, so no ServiceAccount can match"
         notes.append(Note("namespace-missing", text))
     entry = sources.service_account(namespace, name)
-    found = Decision(namespace=namespace, name=name, entry=entry, reason="injected")
+    found = Decision(
+        namespace=namespace, name=name, entry=entry, reason="injected", required=required
+    )
+    roles = _container_roles(annotations, config, notes) if annotations else {}
+    session: SessionName | None = None
 
     if sources.container_credentials(namespace, name):
         plan = _container_credentials_plan(found, annotations, sources, config, jitter, notes)
         role_source: RoleSource = "container-credentials"
         role_arn = ""
+        if roles:
+            text = "container-role-arn annotations apply to web-identity roles only; ignored"
+            notes.append(Note("invalid-annotation", text))
+            roles = {}
     else:
         if entry is not None:
             notes.extend(entry.notes)
@@ -125,9 +155,11 @@ def decide(
                 reason=role.reason,
                 role_source=role.role_source,
                 notes=(*notes, *role.notes),
+                required=required,
             )
         role_source, (role_arn, audience, regional, expiration) = role
         expiration = _pod_expiration(annotations, config.annotation_prefix, expiration, notes)
+        session = _session_name(metadata, spec, annotations, entry, config, notes)
         plan = Plan(
             method="sts_web_identity",
             volume_name=WEB_IDENTITY_VOLUME,
@@ -138,9 +170,12 @@ def decide(
             regional_sts=regional,
             credentials=(("AWS_ROLE_ARN", role_arn), ("AWS_WEB_IDENTITY_TOKEN_FILE", None)),
             region=_region(entry, config),
+            container_roles=roles,
+            session_name=_session_variable(session) if session is not None else None,
         )
 
-    patch, targets = patch_for(pod, annotations, plan, config.annotation_prefix, notes)
+    patch, targets, names = patch_for(pod, annotations, plan, config.annotation_prefix, notes)
+    applied = _applied_roles(roles, names, config.annotation_prefix, notes) if roles else ()
     return Decision(
         namespace=namespace,
         name=name,
@@ -154,6 +189,9 @@ def decide(
         audience=plan.audience,
         token_expiration=plan.expiration,
         targets=tuple(targets),
+        container_roles=applied,
+        session_name=session,
+        required=required,
     )
 
 
@@ -256,6 +294,102 @@ def _container_credentials_plan(
         ),
         region=_region(entry, config),
     )
+
+
+def _container_roles(
+    annotations: Mapping[str, str], config: MutationConfig, notes: list[Note]
+) -> dict[str, str]:
+    """Ours: `<prefix>/container-role-arn.<container>` annotations, container → role."""
+    start = f"{config.annotation_prefix}/{CONTAINER_ROLE_ARN}"
+    roles: dict[str, str] = {}
+    for key, value in annotations.items():
+        if not key.startswith(start):
+            continue
+        container = key.removeprefix(start)
+        if not container or not value:
+            notes.append(
+                Note(
+                    "invalid-annotation",
+                    f"pod annotation {key} needs a container "
+                    "name in the key and a role in the value; ignored",
+                )
+            )
+            continue
+        role = value
+        if config.compose_role_arn and "arn:" not in role:
+            role = compose_role_arn(config.partition, config.account_id, role)
+        if not looks_like_role_arn(role):
+            notes.append(
+                Note(
+                    "invalid-role-arn",
+                    f"role ARN {role!r} of container {container} does not look valid",
+                )
+            )
+        roles[container] = role
+    return roles
+
+
+def _applied_roles(
+    roles: Mapping[str, str], names: list[str], prefix: str, notes: list[Note]
+) -> tuple[tuple[str, str], ...]:
+    """The containers' own roles that apply, each explained; the others are reported."""
+    applied = []
+    for container, role in roles.items():
+        if container in names:
+            applied.append((container, role))
+            notes.append(
+                Note(
+                    "container-role",
+                    f"container {container} gets its own role {role} with the Pod's token",
+                )
+            )
+        else:
+            text = (
+                f"pod annotation {prefix}/{CONTAINER_ROLE_ARN}{container}: no container "
+                f"{container} takes credentials (absent or skipped); ignored"
+            )
+            notes.append(Note("invalid-annotation", text))
+    return tuple(applied)
+
+
+def _session_name(
+    metadata: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    entry: ServiceAccountEntry | None,
+    config: MutationConfig,
+    notes: list[Note],
+) -> SessionName | None:
+    """Ours: the Pod's annotation, else the ServiceAccount's, else --role-session-name."""
+    session = None
+    raw = annotations.get(f"{config.annotation_prefix}/{SESSION_NAME}")
+    if raw is not None:
+        where = f"pod annotation {config.annotation_prefix}/{SESSION_NAME}"
+        session = parse_session_name_annotation(raw, where, notes)
+    if session is None and entry is not None:
+        session = entry.session_name
+    if session is None:
+        session = config.session_name
+    if session is None or session is NO_SESSION_NAME:
+        return None
+    if session.field and session.value in ("metadata.name", "spec.serviceAccountName"):
+        # Known now unless generateName makes the name later (at most 63 characters then).
+        source = metadata if session.value == "metadata.name" else spec
+        value = source.get(session.value.split(".")[1])
+        if isinstance(value, str) and len(value) > SESSION_NAME_LIMIT:
+            text = (
+                f"role session name from {session.value} would be {len(value)} characters; "
+                f"STS takes at most {SESSION_NAME_LIMIT}, so none is set"
+            )
+            notes.append(Note("invalid-annotation", text))
+            return None
+    return session
+
+
+def _session_variable(session: SessionName) -> EnvVar:
+    if session.field:
+        return {"name": SESSION_NAME_VAR, "valueFrom": {"fieldRef": {"fieldPath": session.value}}}
+    return {"name": SESSION_NAME_VAR, "value": session.value}
 
 
 def _region(entry: ServiceAccountEntry | None, config: MutationConfig) -> str:

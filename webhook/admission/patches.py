@@ -8,6 +8,7 @@ Pod that already has everything gets no operation at all.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "POD_IDENTITY_LABEL",
     "REGION_VARS",
     "ROLE_ARN_VARS",
+    "SESSION_NAME_VAR",
     "STS_VAR",
     "Plan",
     "escape_pointer",
@@ -39,6 +41,7 @@ CONTAINER_CREDENTIALS_VARS = (
 )
 REGION_VARS = ("AWS_DEFAULT_REGION", "AWS_REGION")
 STS_VAR = "AWS_STS_REGIONAL_ENDPOINTS"
+SESSION_NAME_VAR = "AWS_ROLE_SESSION_NAME"
 WINDOWS_SELECTORS = ("kubernetes.io/os", "beta.kubernetes.io/os")
 
 
@@ -56,6 +59,10 @@ class Plan:
     credentials: tuple[tuple[str, str | None], ...]
     """The credential pair, in order; None stands for the token file's path."""
     region: str
+    container_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Ours: container name → its own role, replacing the first credential's value."""
+    session_name: EnvVar | None = None
+    """Ours: AWS_ROLE_SESSION_NAME, added with the credentials (never on its own)."""
 
     @property
     def credential_keys(self) -> tuple[str, ...]:
@@ -186,6 +193,17 @@ def _append(container: Mapping[str, Any], field: str, base: str, items: list[Any
     return [{"op": "add", "path": f"{base}/{field}/-", "value": item} for item in items]
 
 
+def _credentials(name: str, plan: Plan, credentials: list[EnvVar]) -> list[EnvVar]:
+    """The credential variables of one container: its own role when it has one, then the
+    session name."""
+    role = plan.container_roles.get(name) if plan.container_roles else None
+    if role is not None:
+        credentials = [{"name": credentials[0]["name"], "value": role}, *credentials[1:]]
+    if plan.session_name is not None:
+        credentials = [*credentials, plan.session_name]
+    return credentials
+
+
 def _env_additions(
     name: str, present: set[str], plan: Plan, credentials: list[EnvVar], notes: list[Note]
 ) -> list[EnvVar] | None:
@@ -209,8 +227,14 @@ def _env_additions(
         already = ", ".join(k for k in keys if k in present)
         text = f"container {name} already sets {already}; not overwritten"
         notes.append(Note("variables-present", text))
+    elif not plan.container_roles and plan.session_name is None:
+        additions.extend(credentials)  # upstream's case: nothing of ours to add
     else:
-        additions.extend(credentials)
+        additions.extend(
+            var
+            for var in _credentials(name, plan, credentials)
+            if var["name"] not in present  # a session name the container sets is kept
+        )
     return additions
 
 
@@ -220,8 +244,9 @@ def patch_for(
     plan: Plan,
     prefix: str,
     notes: list[Note],
-) -> tuple[list[PatchOp], list[str]]:
-    """The operations for `plan`, and the JSON pointers of the containers that take it."""
+) -> tuple[list[PatchOp], list[str], list[str]]:
+    """The operations for `plan`, and the JSON pointers and names of the containers that
+    take it."""
     metadata = mapping(pod.get("metadata"), "metadata")
     spec = mapping(pod.get("spec"), "spec")
     ops = _label_ops(pod, metadata) if plan.method == "container_credentials" else []
@@ -234,6 +259,7 @@ def patch_for(
     skip = _container_names(annotations, prefix, SKIP_CONTAINERS, notes)
     include = _container_names(annotations, prefix, INCLUDE_CONTAINERS, notes)
     targets: list[str] = []
+    names: list[str] = []
     for field, index, container, name in _containers(spec):
         where = f"spec.{field}[{index}]"
         if skip is not None and name in skip:
@@ -244,6 +270,7 @@ def patch_for(
             continue
         base = f"/spec/{field}/{index}"
         targets.append(base)
+        names.append(name)
         env = _list(container.get("env"), f"{where}.env")
         present = {_name(var, f"{where}.env[{i}]") for i, var in enumerate(env)}
         additions = _env_additions(name, present, plan, credentials, notes)
@@ -256,4 +283,4 @@ def patch_for(
         }:
             mount = {"name": plan.volume_name, "readOnly": True, "mountPath": plan.mount_path}
             ops += _append(container, "volumeMounts", base, [mount])
-    return ops, targets
+    return ops, targets, names

@@ -35,6 +35,7 @@ _RULE_KEYS = {
     "partitions",
     "audiences",
     "tokenExpiration",
+    "roleSessionNames",
 }
 
 
@@ -49,6 +50,9 @@ class Rule:
     audiences: tuple[str, ...] | None = None
     min_expiration: int | None = None
     max_expiration: int | None = None
+    session_names: tuple[str, ...] | None = None
+    """Globs the web-identity session name must match; `fieldRef:metadata.name` names the
+    downward-API form."""
 
     def covers(self, namespace: str) -> bool:
         return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
@@ -139,6 +143,7 @@ def _rule(raw: Any, index: int, names: set[str]) -> Rule:
         audiences=_strings(raw, "audiences", where),
         min_expiration=low,
         max_expiration=high,
+        session_names=_strings(raw, "roleSessionNames", where),
     )
 
 
@@ -172,18 +177,7 @@ def _listing(patterns: Sequence[str]) -> str:
 
 
 def _check(rule: Rule, namespace: str, decision: Decision) -> list[str]:
-    problems = []
-    role = decision.role_arn
-    if role:
-        arn = parse_arn(role)
-        if rule.role_arns and not any(fnmatch.fnmatchcase(role, p) for p in rule.role_arns):
-            problems.append(f"role {role} is not allowed (allowed: {_listing(rule.role_arns)})")
-        if rule.partitions and (arn is None or arn.partition not in rule.partitions):
-            problems.append(
-                f"role {role} is not in an allowed partition ({_listing(rule.partitions)})"
-            )
-        if rule.accounts and (arn is None or arn.account not in rule.accounts):
-            problems.append(f"role {role} is not in an allowed account ({_listing(rule.accounts)})")
+    problems = [problem for role in decision.roles for problem in _check_role(rule, role)]
     audience = decision.audience
     if rule.audiences and not any(fnmatch.fnmatchcase(audience, a) for a in rule.audiences):
         problems.append(
@@ -194,11 +188,34 @@ def _check(rule: Rule, namespace: str, decision: Decision) -> list[str]:
         problems.append(f"token expiration {seconds}s is below the minimum {rule.min_expiration}s")
     if rule.max_expiration is not None and seconds > rule.max_expiration:
         problems.append(f"token expiration {seconds}s is above the maximum {rule.max_expiration}s")
+    if rule.session_names and decision.method == "sts_web_identity":
+        session = decision.session_name
+        if session is None:
+            problems.append(
+                f"no role session name is set (allowed: {_listing(rule.session_names)})"
+            )
+        elif not any(fnmatch.fnmatchcase(str(session), p) for p in rule.session_names):
+            problems.append(
+                f"role session name {str(session)!r} is not allowed "
+                f"(allowed: {_listing(rule.session_names)})"
+            )
     return [
         f"policy rule {rule.name!r} ({rule.mode}) for namespace {namespace}: {problem}; "
         "change the ServiceAccount's annotations or ask for the rule to be extended"
         for problem in problems
     ]
+
+
+def _check_role(rule: Rule, role: str) -> list[str]:
+    problems = []
+    arn = parse_arn(role)
+    if rule.role_arns and not any(fnmatch.fnmatchcase(role, p) for p in rule.role_arns):
+        problems.append(f"role {role} is not allowed (allowed: {_listing(rule.role_arns)})")
+    if rule.partitions and (arn is None or arn.partition not in rule.partitions):
+        problems.append(f"role {role} is not in an allowed partition ({_listing(rule.partitions)})")
+    if rule.accounts and (arn is None or arn.account not in rule.accounts):
+        problems.append(f"role {role} is not in an allowed account ({_listing(rule.accounts)})")
+    return problems
 
 
 def evaluate(policy: Policy, namespace: str, decision: Decision) -> Judgement:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from webhook.admission.entries import REQUIRE_CREDENTIALS_LABEL
 from webhook.admission.extensions import Extras
 from webhook.admission.mutation import Decision
 from webhook.admission.notes import WARNED
 from webhook.admission.reviews import Answer
 from webhook.admission.wire import Reason
 
-__all__ = ["Outcome", "Verdict", "answer", "verdict", "warnings_for"]
+__all__ = ["Outcome", "Verdict", "answer", "required_denial", "verdict", "warnings_for"]
 
 Outcome = Literal["mutated", "not_mutated", "denied"]
 
@@ -28,7 +29,7 @@ class Verdict:
     """What happened to the Pod, and the one-word reason."""
 
     outcome: Outcome
-    reason: Reason | Literal["policy", "rule"]
+    reason: Reason | Literal["policy", "rule", "credentials-required"]
 
     @property
     def audit_decision(self) -> str:
@@ -36,8 +37,26 @@ class Verdict:
         return self.outcome.replace("_", "-")
 
 
+def required_denial(decision: Decision) -> str | None:
+    """Ours: a Pod labelled `eks.amazonaws.com/require-credentials: "true"` that would get no
+    credentials is refused rather than started without them."""
+    if not decision.required or decision.method is not None:
+        return None
+    why = (
+        f"ServiceAccount {decision.service_account} was not found"
+        if decision.reason == "service-account-not-found"
+        else f"ServiceAccount {decision.service_account} has no role"
+    )
+    return (
+        f"the Pod requires AWS credentials (label {REQUIRE_CREDENTIALS_LABEL}=true) but {why}; "
+        "annotate the ServiceAccount with a role, or remove the label"
+    )
+
+
 def verdict(decision: Decision, extras: Extras | None = None) -> Verdict:
     extras = extras or _NO_EXTRAS
+    if decision.required and decision.method is None:
+        return Verdict("denied", "credentials-required")
     if extras.denial:
         return Verdict("denied", "policy" if extras.violations else "rule")
     mutated = decision.mutated or bool(extras.patch)
@@ -70,6 +89,10 @@ def _audit(decision: Decision, judged: Verdict) -> dict[str, str]:
         annotations["role-source"] = decision.role_source
     if decision.role_arn:
         annotations["role-arn"] = decision.role_arn
+    if decision.container_roles:
+        annotations["container-roles"] = ",".join(f"{c}={r}" for c, r in decision.container_roles)
+    if decision.session_name is not None:
+        annotations["role-session-name"] = str(decision.session_name)
     return annotations
 
 
@@ -77,9 +100,10 @@ def answer(decision: Decision, extras: Extras | None = None) -> Answer:
     """The response for the Pod: the patch (none when denied), warnings and audit record."""
     extras = extras or _NO_EXTRAS
     judged = verdict(decision, extras)
+    denial = required_denial(decision) or extras.denial
     return Answer(
-        ops=() if extras.denial else (*decision.patch, *extras.patch),
+        ops=() if denial else (*decision.patch, *extras.patch),
         warnings=(*warnings_for(decision), *extras.warnings),
         audit={**_audit(decision, judged), **extras.audit},
-        denial=extras.denial,
+        denial=denial,
     )

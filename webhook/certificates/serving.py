@@ -5,6 +5,12 @@ handshakes get the new certificate while open connections keep theirs. Files are
 content digest rather than watched: a Kubernetes Secret volume replaces them with an atomic
 `..data` symlink swap that inotify-style watchers on the file names easily miss. A new pair is
 first loaded into a scratch context, so a broken or half-written pair never replaces a good one.
+
+With `--client-ca-file` the handshake requires a client certificate signed by that CA (the API
+server's, see README "Authenticating the API server"). OpenSSL can add CAs to a context but
+never remove one, so a changed CA file builds a fresh context with the pair and the new CAs,
+and the listening context's SNI callback, which OpenSSL runs on every ClientHello, moves each
+new handshake onto the freshest one. Without the flag nothing of this runs.
 """
 
 from __future__ import annotations
@@ -12,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
 from webhook.config import CIPHER_SUITES
 from webhook.errors import ConfigError
 
-__all__ = ["CertificateReloader", "server_context"]
+__all__ = ["CertificateReloader", "client_names", "server_context"]
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -71,6 +78,21 @@ def _read_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes]:
     return cert_path.read_bytes(), key_path.read_bytes()
 
 
+def client_names(peercert: Mapping[str, Any]) -> list[str]:
+    """The names a verified client certificate goes by: its subject's common names, then its
+    DNS subject alternative names (as `SSLObject.getpeercert()` reports them)."""
+    names = [
+        value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"
+    ]
+    names += [value for kind, value in peercert.get("subjectAltName", ()) if kind == "DNS"]
+    return names
+
+
+def client_allowed(peercert: Mapping[str, Any] | None, allowed: Sequence[str]) -> bool:
+    """Whether a verified client certificate carries one of the allowed names."""
+    return peercert is not None and any(name in allowed for name in client_names(peercert))
+
+
 class CertificateReloader:
     """Loads --tls-cert/--tls-key into a context and reloads them when their content changes."""
 
@@ -82,21 +104,42 @@ class CertificateReloader:
         *,
         interval: float = 2.0,
         on_reload: Callable[[LoadedCertificate | None, Exception | None], None] | None = None,
+        client_ca: str = "",
+        factory: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
+        """`client_ca` (--client-ca-file) requires client certificates signed by it; `factory`
+        then makes the fresh contexts a changed CA file needs (the settings of `context`)."""
         self.context = context
         self._cert_path = Path(cert_path)
         self._key_path = Path(key_path)
+        self._client_ca = Path(client_ca) if client_ca else None
+        self._factory = factory
         self._interval = interval
         self._on_reload = on_reload
         self.current: LoadedCertificate | None = None
         self._last_seen = ""
+        self._active = context
+        if self._client_ca is not None:
+            if factory is None:
+                raise ValueError("a client CA needs a context factory")
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.sni_callback = self._use_active
+
+    def _use_active(self, ssl_object: Any, _server_name: str | None, _context: Any) -> None:
+        # Every ClientHello: the freshest context (pair and client CAs) takes the handshake.
+        if self._active is not self.context:
+            ssl_object.context = self._active
 
     def _digest(self) -> tuple[str, bytes]:
         cert, key = _read_pair(self._cert_path, self._key_path)
-        return hashlib.sha256(cert + b"\0" + key).hexdigest(), cert
+        parts = [cert, key]
+        if self._client_ca is not None:
+            parts.append(self._client_ca.read_bytes())
+        return hashlib.sha256(b"\0".join(parts)).hexdigest(), cert
 
     def load(self) -> LoadedCertificate:
-        """Load the pair now; raises ConfigError (start-up) if it is unusable."""
+        """Load the pair (and the client CAs) now; raises ConfigError if they are unusable."""
+        active = self._with_client_ca() if self._client_ca is not None else self.context
         try:
             digest, cert = self._digest()
             scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -107,9 +150,31 @@ class CertificateReloader:
             raise ConfigError(
                 f"cannot load --tls-cert {self._cert_path} / --tls-key {self._key_path}: {exc}"
             ) from None
+        if self._client_ca is not None and self.current is None:
+            # The first load: the listening context requires the same client CAs.
+            self.context.load_verify_locations(self._client_ca)
+        self._active = active
         self.current = LoadedCertificate(digest, parsed.serial_number, parsed.not_valid_after_utc)
         self._last_seen = digest
         return self.current
+
+    def _with_client_ca(self) -> ssl.SSLContext:
+        """A fresh context with the pair and exactly the CAs of --client-ca-file."""
+        if self._factory is None or self._client_ca is None:
+            raise ValueError("no client CA")
+        fresh = self._factory()
+        try:
+            fresh.load_verify_locations(self._client_ca)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"cannot load --client-ca-file {self._client_ca}: {exc}") from None
+        try:
+            fresh.load_cert_chain(self._cert_path, self._key_path)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load --tls-cert {self._cert_path} / --tls-key {self._key_path}: {exc}"
+            ) from None
+        fresh.verify_mode = ssl.CERT_REQUIRED
+        return fresh
 
     def check(self) -> bool:
         """Reload if the files changed; True when a new pair is now served."""

@@ -134,6 +134,10 @@ def _explain(
     if decision.role_source:
         role = f" {decision.role_arn}" if decision.role_arn else ""
         print(f"role:{role} from {decision.role_source}", file=err)
+    for container, own in decision.container_roles:
+        print(f"role: {own} for container {container} from its container-role-arn", file=err)
+    if decision.session_name is not None:
+        print(f"session name: {decision.session_name}", file=err)
     for note in decision.notes:
         print(f"note[{note.code}]: {note.message}", file=err)
     print(f"patch: {len(ops)} operation(s)", file=err)
@@ -243,8 +247,8 @@ def mutate(
     reply = answer(decision, extras)
     _report(decision, extras, reply, sources, verbose=values["verbose"], stderr=stderr)
     _print(values["output"], request, reply, stdout)
-    if extras.denial:
-        fail(stderr, "mutate", f"denied: {extras.denial}")
+    if reply.denial:
+        fail(stderr, "mutate", f"denied: {reply.denial}")
         if values["fail-on-deny"]:
             return 3
     return 0

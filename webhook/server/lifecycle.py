@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,8 @@ from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.server.audit import start_auditor
+from webhook.server.clients import require_client_certificates
 from webhook.server.metrics import Metrics
 from webhook.sources.associations import AssociationSource
 from webhook.sources.files import PolledFile, file_sources
@@ -105,7 +108,14 @@ async def serve(config: Config) -> int:
             )
         context = server_context(config.tls_min_version, config.tls_cipher_suites)
         certificates = CertificateReloader(
-            context, config.tls_cert, config.tls_key, on_reload=_report_certificate(metrics)
+            context,
+            config.tls_cert,
+            config.tls_key,
+            on_reload=_report_certificate(metrics),
+            client_ca=config.client_ca_file,
+            factory=functools.partial(
+                server_context, config.tls_min_version, config.tls_cipher_suites
+            ),
         )
         loaded = certificates.load()
         metrics.certificate_expiry.set(loaded.not_after.timestamp())
@@ -151,12 +161,18 @@ async def serve(config: Config) -> int:
         loops += [(f"poll {file.path}", file.run) for file in polled]
         if api is not None:
             loops.append(("ca-bundle-watch", _ca_bundle_watch(hook, api, bootstrap).run))
+        if config.audit_pods:
+            auditor = start_auditor(hook, asyncio.get_running_loop())
+            stack.push_async_callback(auditor.close)
+            loops.append(("pod-audit", auditor.run))
         for name, run in loops:
             await stack.enter_async_context(background(hook, name, run))
         stop = asyncio.Event()
         stack.callback(_install_signal_handlers(stop))
-        await _listen(stack, make_webhook_app(hook), config.port, context)
-        await _listen(stack, make_metrics_app(hook), config.metrics_port, None)
+        webhook_app, metrics_app = make_webhook_app(hook), make_metrics_app(hook)
+        require_client_certificates(webhook_app, metrics_app, config)
+        await _listen(stack, webhook_app, config.port, context)
+        await _listen(stack, metrics_app, config.metrics_port, None)
         log.info(
             "started",
             port=config.port,

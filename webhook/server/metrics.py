@@ -9,7 +9,7 @@ own and are exposed untyped under their bare names. Our own series follow ordina
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, get_args
 
 from prometheus_client import (
@@ -57,6 +57,16 @@ class StoreView(Protocol):
     ever_populated: bool
 
     def __len__(self) -> int: ...
+
+
+AUDIT_RESULTS = {
+    "event": ("created", "exists", "error"),
+    "delete": ("deleted", "gone", "refused", "error"),
+}
+
+
+class AuditView(Protocol):
+    def counts(self) -> Mapping[str, int]: ...
 
 
 class _UpstreamCounters(Collector):
@@ -118,6 +128,26 @@ class _StoreCollector(Collector):
         )
 
 
+class _AuditCollector(Collector):
+    """The Pod auditor's gauge: read from its findings at scrape time, so a namespace whose
+    Pods are all fixed or gone simply disappears."""
+
+    def __init__(self) -> None:
+        self.auditor: AuditView | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "pod_identity_webhook_pods_without_credentials",
+            "Pods whose containers lack the credentials the webhook would give them now, by "
+            "namespace; samples only with --audit-pods.",
+            labels=["namespace"],
+        )
+        counts = self.auditor.counts() if self.auditor is not None else {}
+        for namespace, count in sorted(counts.items()):
+            family.add_metric([namespace], count)
+        yield family
+
+
 class _CaBundleCollector(Collector):
     """The caBundle gauge: without a sample until a check ran, so a webhook that does not
     check (no --webhook-configuration) cannot be mistaken for one whose caBundle is stale."""
@@ -147,6 +177,9 @@ class Metrics:
         self._lookup_children: dict[str, Any] = {}
         self._upstream = _UpstreamCounters()
         registry.register(self._upstream)
+        # Declared without the auditor too, so a scrape shows the family an alert reads.
+        self._audit = _AuditCollector()
+        registry.register(self._audit)
         self.request_latencies = Histogram(
             "http_request_latencies",
             "Response latency distribution in microseconds for each verb and path",
@@ -236,6 +269,23 @@ class Metrics:
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
+
+    def watch_auditor(self, auditor: AuditView) -> None:
+        """--audit-pods: the Pods without credentials, and what the auditor did about them."""
+        self._audit.auditor = auditor
+        self.audit_actions = Counter(
+            "pod_identity_webhook_audit_actions",
+            "What the Pod auditor did by action (event, delete) and result (created, exists, "
+            "deleted, gone, refused, error).",
+            ["action", "result"],
+            registry=self.registry,
+        )
+        for action, results in AUDIT_RESULTS.items():  # at 0 from the start, for rate()
+            for result in results:
+                self.audit_actions.labels(action, result)
+
+    def audit_action(self, action: str, result: str) -> None:
+        self.audit_actions.labels(action, result).inc()
 
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         """Upstream's per-request instrumentation (microseconds, truncated)."""
