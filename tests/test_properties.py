@@ -68,7 +68,7 @@ def container(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def pods(draw: st.DrawFn) -> dict[str, Any]:
+def pod_annotations(draw: st.DrawFn) -> dict[str, str]:
     annotations = {}
     if draw(st.booleans()):
         annotations["eks.amazonaws.com/skip-containers"] = draw(
@@ -90,7 +90,12 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         annotations[f"eks.amazonaws.com/container-role-arn.{draw(NAMES)}"] = draw(
             st.sampled_from(["arn:aws:iam::111122223333:role/own", "", "own"])
         )
-    metadata: dict[str, Any] = {"name": "p", "annotations": annotations}
+    return annotations
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "p", "annotations": draw(pod_annotations())}
     labels = draw(
         st.sampled_from([None, "absent", {}, {"a": "b"}, {POD_IDENTITY_LABEL: "enabled"}])
     )
