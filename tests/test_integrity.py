@@ -12,6 +12,7 @@ import jsonpatch
 import pytest
 from hypothesis import given, settings
 
+from tests.support.reviews import role_arn
 from tests.test_properties import lowest, pods, setups
 from webhook.admission.entries import parse_service_account
 from webhook.admission.integrity import Finding, Interner, Owner, SlimPod, missing, slim
@@ -21,7 +22,7 @@ from webhook.audit.auditor import deletion_refusal
 from webhook.config import MutationConfig
 from webhook.sources.manifests import StaticSources
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 PREFIX = "eks.amazonaws.com"
 CONFIG = MutationConfig()
 

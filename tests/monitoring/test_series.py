@@ -37,6 +37,7 @@ from tests.monitoring.tools import (
     Selector,
     parse_expressions,
 )
+from tests.support.ports import free_port
 from tests.support.reviews import ROLE, role_arn
 from webhook.certificates.issuing import make_ca, make_serving_cert
 
@@ -208,15 +209,6 @@ class Running:
             connection.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _until(predicate: Any, what: str, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -241,7 +233,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     (directory / "service-accounts.yaml").write_text(SERVICE_ACCOUNTS, encoding="utf-8")
     (directory / "policy.yaml").write_text(POLICY, encoding="utf-8")
     (directory / "broken_rule.py").write_text(BROKEN_RULE, encoding="utf-8")
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     argv = [
         sys.executable,
         "-m",

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.node.images import IMAGE_SCRIPT, INPUTS_LABEL, Images
+from tests.support.reviews import ROLE
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 
 
 def _run(image: str, *argv: str, stdin: bytes | None = None, entrypoint: str | None = None) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.reviews import role_arn
 from webhook.podidentity.associations import (
     MAX_SESSION_POLICY,
     AssociationError,
@@ -14,7 +15,7 @@ from webhook.podidentity.associations import (
     parse_association,
 )
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 TARGET = "arn:aws:iam::444455556666:role/target"
 
 
