@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml requirements/dev.txt examples/session-name-rule/pyproje
 	touch $(STAMP)
 
 # The quick loop: unit, property, CLI, HTTP and Pod Identity tests; no API server, real or
-# fake, and no outside tools (hypothesis' "fast" profile unless HYPOTHESIS_PROFILE says otherwise).
+# fake, no node and no outside tools (hypothesis' "fast" profile unless HYPOTHESIS_PROFILE
+# says otherwise).
 unit: install
-	$(BIN)/pytest -q --no-e2e --ignore=tests/kube --ignore=tests/deploy --ignore=tests/monitoring
+	$(BIN)/pytest -q --no-e2e --ignore=tests/kube --ignore=tests/deploy --ignore=tests/monitoring \
+		--ignore=tests/node
 
 # Every tier under coverage, the Python processes the tests start included (coverage's
 # subprocess patch), then two gates: the whole package (fail_under in pyproject.toml) and 100 %

@@ -72,3 +72,15 @@ def test_pyproject_names_the_project_for_an_index():
     assert "Programming Language :: Python :: 3.11" in project["classifiers"]
     assert "Typing :: Typed" in project["classifiers"]
     assert (REPO / "webhook" / "py.typed").exists()
+
+
+def test_every_tier_ci_requires_is_documented_and_read_by_a_tier():
+    # A REQUIRE variable CI sets that no tier reads would make a skip look required; one the
+    # guide lists that CI does not set would promise a failure CI never sees.
+    name = r"POD_IDENTITY_WEBHOOK_REQUIRE_[A-Z_]+"
+    ci = set(re.findall(rf"^export ({name})=1$", (REPO / ".ci/run").read_text(), re.MULTILINE))
+    guide = set(re.findall(rf"`({name})=1`", (REPO / "CONTRIBUTING.md").read_text()))
+    assert ci, "no REQUIRE variable in .ci/run"
+    assert ci == guide
+    read = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").rglob("*.py"))
+    assert all(variable in read for variable in ci)
