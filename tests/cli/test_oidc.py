@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 import json
 import ssl
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.cli.helpers import one_line, run
+from tests.support.http import LoopbackServer, QuietHandler
 from tests.support.irsa import (
     DATA,
     ISSUER,
@@ -257,17 +256,9 @@ def test_oidc_from_jwks_url_failures_are_one_line(tmp_path, monkeypatch, error, 
     assert message in one_line(err)
 
 
-class _JwksHandler(BaseHTTPRequestHandler):
+class _JwksHandler(QuietHandler):
     def do_GET(self) -> None:
-        body = (DATA / "k8s-jwks.json").read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/jwk-set+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_body((DATA / "k8s-jwks.json").read_bytes(), "application/jwk-set+json")
 
 
 @pytest.fixture
@@ -276,16 +267,10 @@ def private_ca_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     ca_file = tmp_path / "ca.crt"
     ca.cert_pem.write_to_path(str(ca_file))
-    yield f"https://127.0.0.1:{server.server_address[1]}/openid/v1/jwks", ca_file
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with LoopbackServer(_JwksHandler, context) as server:
+        yield f"{server.origin}/openid/v1/jwks", ca_file
 
 
 def test_oidc_from_jwks_of_a_private_ca_server_needs_ca(tmp_path, private_ca_server):
