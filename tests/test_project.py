@@ -30,8 +30,8 @@ def test_the_charts_app_version_and_version_flag_agree_with_the_package():
 
 
 def test_the_image_is_labelled_with_the_package_version_by_default():
-    # The build argument's default feeds the org.opencontainers.image.version label; the image
-    # tier reads the label of a built image with tests.support.versions.image_version_label.
+    # The build argument's default feeds the org.opencontainers.image.version label; the node
+    # tier (tests/node/test_image.py) reads the label of the image it builds.
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert re.findall(r"^ARG VERSION=(\S+)$", dockerfile, flags=re.MULTILINE) == [package_version()]
 

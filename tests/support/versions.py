@@ -6,8 +6,6 @@ other place agrees with it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -55,13 +53,11 @@ def cli_version() -> str:
 
 
 def image_version_label(image: str) -> str:
-    """The `org.opencontainers.image.version` label of a built image, read with the Docker CLI
-    (`DOCKER` names another one). For the image tier's check that the image, the package and
-    the chart agree; it needs an engine, so nothing here calls it."""
-    docker = os.environ.get("DOCKER") or shutil.which("docker") or "docker"
-    template = f'{{{{ index .Config.Labels "{VERSION_LABEL}" }}}}'
+    """The `org.opencontainers.image.version` label of a built image, read through
+    tools/image/image.sh (whichever builder it found: docker, podman or buildah). The node
+    tier builds the image for real and checks it with this."""
     done = subprocess.run(
-        [docker, "image", "inspect", "--format", template, image],
+        [str(REPO / "tools" / "image" / "image.sh"), "label", image, VERSION_LABEL],
         capture_output=True,
         text=True,
         check=True,
