@@ -156,6 +156,13 @@ def test_in_cluster_true_is_refused_with_a_pointer():
         config_from_argv(["--in-cluster"])
 
 
+def test_deleting_pods_needs_the_audit_that_finds_them():
+    with pytest.raises(ConfigError, match="--audit-delete-pods needs --audit-pods"):
+        config_from_argv(["--audit-delete-pods"])
+    config, _, _ = config_from_argv(["--audit-pods", "--audit-delete-pods"])
+    assert (config.audit_pods, config.audit_delete_pods) == (True, True)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -153,6 +153,27 @@ def test_malformed_pods_are_skipped_or_reduced_without_a_crash(broken):
         assert missing(pod, sources(), CONFIG) is None  # namespace y has no ServiceAccount
 
 
+def test_the_owner_is_the_controller_reference_with_a_kind_name_and_uid():
+    pod = stored()
+    pod["metadata"]["ownerReferences"] = [
+        "junk",
+        {"kind": "Node", "name": "n1", "uid": "u1"},  # not the controller
+        {"controller": True, "kind": 5, "name": "rs", "uid": "u2"},  # malformed
+        CONTROLLER,
+    ]
+    kept = slim(pod, PREFIX, Interner())
+    assert kept is not None
+    assert kept.owner == Owner(CONTROLLER["kind"], CONTROLLER["name"], CONTROLLER["uid"])
+
+
+def test_a_pod_decide_rejects_is_not_reported_and_does_not_stop_the_sweep():
+    # slim() never makes such a Pod, but missing() runs in the auditor's loop: a SlimPod built
+    # some other way that decide() refuses (a ServiceAccount name that is no string) is judged
+    # as missing nothing instead of raising out of the sweep.
+    odd = slim_pod(service_account=cast("str", 7))
+    assert missing(odd, sources(), CONFIG) is None
+
+
 def test_pods_of_one_template_share_their_containers_and_owner():
     interner = Interner()
     template = {"name": "app", "image": "web:1", "env": [{"name": "AWS_REGION", "value": "x"}]}
