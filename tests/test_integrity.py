@@ -163,7 +163,7 @@ def test_the_owner_is_the_controller_reference_with_a_kind_name_and_uid():
     ]
     kept = slim(pod, PREFIX, Interner())
     assert kept is not None
-    assert kept.owner == Owner(CONTROLLER["kind"], CONTROLLER["name"], CONTROLLER["uid"])
+    assert kept.owner == Owner("ReplicaSet", "web-5d9c7f", "rs-uid")
 
 
 def test_a_pod_decide_rejects_is_not_reported_and_does_not_stop_the_sweep():
