@@ -34,6 +34,11 @@ unit: install
 PURE     := webhook/admission/*,webhook/podidentity/*,webhook/irsa/*,webhook/certificates/issuing.py,webhook/config.py,webhook/flags.py,webhook/gocompat.py,webhook/aws.py,webhook/errors.py
 NOT_PURE := webhook/admission/rules.py,webhook/admission/extensions.py
 
+# Floors for the other packages (package:percent), about 3 points under what .ci/run's
+# environment measured (agent 88.1, audit 89.3, broker 90.5, certificates 94.6, cli 95.3,
+# server 96.7, sources 89.3), so that work in flight can land; raise them as tests come.
+FLOORS   := agent:85 audit:86 broker:87 certificates:91 cli:92 server:93 sources:86
+
 test: install
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest -q
@@ -41,6 +46,11 @@ test: install
 	$(BIN)/coverage report
 	@echo "pure packages (100 % required):"
 	$(BIN)/coverage report --include='$(PURE)' --omit='$(NOT_PURE)' --fail-under=100
+	@for floor in $(FLOORS); do \
+		printf 'webhook/%s (floor %s %%): ' "$${floor%:*}" "$${floor#*:}"; \
+		$(BIN)/coverage report --include="webhook/$${floor%:*}/*" --format=total --precision=1 \
+			--fail-under="$${floor#*:}" || exit 1; \
+	done
 
 # Only the end-to-end tier (real kube-apiserver + etcd; tools/kube/build.sh builds them if needed).
 e2e: install
