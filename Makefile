@@ -62,6 +62,12 @@ e2e: install
 promtool:
 	tools/promtool/build.sh
 
+# actionlint for the example workflows' test (tests/workflows), built from Go modules and cached
+# outside the repo (tools/actionlint/README.md); `make test` builds it when missing.
+.PHONY: actionlint
+actionlint:
+	tools/actionlint/build.sh
+
 # iproute2 for the node agent's network-namespace test (tests/e2e/test_pod_identity_netns.py).
 .PHONY: netns-tools
 netns-tools:

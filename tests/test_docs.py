@@ -22,11 +22,16 @@ import pytest
 import yaml
 
 from tests.support.reviews import decode_patch
+from webhook.admission.endpoints import Endpoints
+from webhook.admission.mutation import Decision
+from webhook.admission.policy import evaluate, parse_policy
 from webhook.cli import run
+from webhook.config import ConfigMapKey
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MANIFESTS_README = REPO / "manifests" / "README.md"
+LOCAL_STS = REPO / "docs" / "local-sts.md"
 
 _FENCE = re.compile(
     r"^(?P<indent>[ ]*)```(?P<info>[\w-]*)\n(?P<body>.*?)^(?P=indent)```$", re.MULTILINE | re.DOTALL
@@ -329,6 +334,92 @@ def test_readme_layout_names_every_module():
     assert named == modules
 
 
+# --- README: mutate over a repository's manifests ------------------------------------------
+
+
+def test_readme_mutate_over_the_example_manifests(monkeypatch):
+    """The console example: the command before `| jq`, and the paths jq prints."""
+    example = block_containing(README.read_text(encoding="utf-8"), "-f examples/manifests/")
+    command, _, rest = example.partition("|")
+    argv = shlex.split(command.removeprefix("$ ").replace("\\\n", " "))
+    assert argv[:2] == ["pod-identity-webhook", "mutate"]
+    printed = [json.loads(line) for line in rest.splitlines()[1:] if line]
+    monkeypatch.chdir(REPO)
+    status, out, err = mutate(*argv[2:])
+    assert (status, err) == (0, "")
+    decoder, position, paths = json.JSONDecoder(), 0, []
+    while out[position:].strip():
+        start = len(out) - len(out[position:].lstrip())
+        patch, position = decoder.raw_decode(out, start)
+        paths += [op["path"] for op in patch]
+    assert paths == printed
+
+
+# --- docs/local-sts.md ------------------------------------------------------------------
+
+
+def test_local_sts_mutate_example_gives_the_documented_additions(tmp_path: Path):
+    markdown = LOCAL_STS.read_text(encoding="utf-8")
+    command = block_containing(markdown, "pod-identity-webhook mutate -f pod.yaml")
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:2] == ["pod-identity-webhook", "mutate"]
+    (tmp_path / "serviceaccount.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": "tests",
+                    "namespace": "ci",
+                    "annotations": {
+                        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ci-tests"
+                    },
+                },
+            }
+        )
+    )
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod("ci", "tests")))
+    files = {
+        "pod.yaml": tmp_path / "pod.yaml",
+        "serviceaccount.yaml": tmp_path / "serviceaccount.yaml",
+    }
+    status, out, err = mutate(*(str(files.get(arg, arg)) for arg in argv[2:]))
+    assert status == 0, err
+    container = yaml.safe_load(out)["spec"]["containers"][0]
+    documented = yaml.safe_load(block(markdown, "# the container's additions"))
+    assert {"env": container["env"], "volumeMounts": container["volumeMounts"]} == documented
+
+
+def test_local_sts_policy_forbids_production_and_audits_ci():
+    policy = parse_policy(block(LOCAL_STS.read_text(encoding="utf-8"), "# policy.yaml"))
+    decision = Decision(
+        namespace="",
+        name="tests",
+        entry=None,
+        reason="injected",
+        method="sts_web_identity",
+        role_arn="arn:aws:iam::123456789012:role/ci-tests",
+        endpoints=Endpoints(
+            sts_url="https://moto.moto.svc:5000", ca_bundle=ConfigMapKey("aws-local-ca", "ca.crt")
+        ),
+    )
+    assert evaluate(policy, "ci-42", decision).violations == ()
+    denied = evaluate(policy, "payments", decision)
+    assert denied.denial is not None
+    assert "STS endpoint https://moto.moto.svc:5000 is not allowed (allowed: none)" in denied.denial
+    assert "CA bundle ConfigMap aws-local-ca/ca.crt is not allowed" in denied.denial
+    other = Decision(
+        namespace="",
+        name="tests",
+        entry=None,
+        reason="injected",
+        method="sts_web_identity",
+        endpoints=Endpoints(sts_url="http://localstack:4566"),
+    )
+    audited = evaluate(policy, "ci-7", other)
+    assert (audited.denial, [v.rule for v in audited.audited]) == (None, ["ci-uses-its-moto"])
+
+
 # --- links between the documents -------------------------------------------------------------
 
 COMPATIBILITY = REPO / "docs" / "compatibility.md"
@@ -337,6 +428,7 @@ DOCUMENTS = (
     MANIFESTS_README,
     IRSA_GUIDE,
     COMPATIBILITY,
+    LOCAL_STS,
     REPO / "charts" / "pod-identity-webhook" / "README.md",
     REPO / "tests" / "differential" / "README.md",
     REPO / "CHANGELOG.md",

@@ -15,7 +15,7 @@ from webhook.admission.entries import ConfigMapEntry, parse_service_account
 from webhook.admission.mutation import decide
 from webhook.admission.patches import POD_IDENTITY_LABEL
 from webhook.aws import SessionName
-from webhook.config import MutationConfig
+from webhook.config import ConfigMapKey, MutationConfig
 from webhook.sources.manifests import StaticSources
 
 NAMES = st.sampled_from(["app", "sidecar", "init", "b", " b", "x,y"])
@@ -29,10 +29,15 @@ VARS = st.sampled_from(
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
         "AWS_ROLE_SESSION_NAME",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL",
+        "AWS_CA_BUNDLE",
         "OTHER",
     ]
 )
-VOLUME_NAMES = st.sampled_from(["aws-iam-token", "eks-pod-identity-token", "data", "cache"])
+VOLUME_NAMES = st.sampled_from(
+    ["aws-iam-token", "eks-pod-identity-token", "aws-ca-bundle", "data", "cache"]
+)
 UNKNOWN = st.dictionaries(
     st.sampled_from(["startupProbe", "futureField", "restartPolicy", "resizePolicy"]),
     st.one_of(
@@ -133,6 +138,8 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
         session_name=draw(
             st.sampled_from([None, SessionName("cluster"), SessionName("metadata.name", True)])
         ),
+        sts_endpoint_url=draw(st.sampled_from(["", "https://moto.ci.svc:5000"])),
+        ca_bundle=draw(st.sampled_from([None, ConfigMapKey("aws-local-ca", "ca.crt")])),
     )
     sources = StaticSources()
     if draw(st.booleans()):
@@ -152,6 +159,14 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
         if draw(st.booleans()):
             annotations["eks.amazonaws.com/role-session-name"] = draw(
                 st.sampled_from(["", "from-sa", "x"])
+            )
+        if draw(st.booleans()):
+            annotations["eks.amazonaws.com/sts-endpoint-url"] = draw(
+                st.sampled_from(["", "http://localstack.ci:4566", "ftp://x", "https://u:p@h"])
+            )
+        if draw(st.booleans()):
+            annotations["eks.amazonaws.com/ca-bundle-config-map"] = draw(
+                st.sampled_from(["", "local-ca", "local-ca/root.pem", "Not/A/Name"])
             )
         sources.service_accounts["default/app"] = parse_service_account(annotations, config)
     if draw(st.booleans()):

@@ -1,8 +1,10 @@
 """Table-driven scenarios: each tests/scenarios/*.yaml runs through the real `mutate` command.
 
 A scenario gives the flags, the ServiceAccounts, the ConfigMap and container-credentials file,
-a Pod, and the Pod expected after the patch. Besides equality, every scenario checks the
-contract's invariants: only `add` operations, and a second pass over the result adds nothing.
+a Pod, and the Pod expected after the patch; optionally the kubectl warnings (all of them, in
+order) and audit annotations (those listed) of the answer. Besides equality, every scenario
+checks the contract's invariants: only `add` operations, and a second pass over the result adds
+nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def _write(directory: Path, name: str, data: Any) -> str:
 def _patch_for(
     scenario: dict[str, Any], pod: dict[str, Any], tmp_path: Path
 ) -> list[dict[str, Any]]:
-    args = ["-o", "patch"]
+    patch: list[dict[str, Any]] = _run(scenario, pod, tmp_path, "patch")
+    return patch
+
+
+def _run(scenario: dict[str, Any], pod: dict[str, Any], tmp_path: Path, output: str) -> Any:
+    args = ["-o", output]
     if "service_accounts" in scenario:
         documents = yaml.safe_dump_all(scenario["service_accounts"])
         args += ["--service-accounts", _write(tmp_path, "sa.yaml", documents)]
@@ -93,10 +100,17 @@ def test_scenario(path: Path, tmp_path: Path) -> None:
     result = jsonpatch.apply_patch(pod, patch)
     assert pod == original, "the input Pod was modified"
     expect = scenario["expect"]
+    assert set(expect) <= {"pod", "unchanged", "warnings", "audit"}
     if expect.get("unchanged"):
         assert patch == []
     else:
         assert result == expect["pod"]
+    if "warnings" in expect or "audit" in expect:
+        (tmp_path / "review").mkdir()
+        response = _run(scenario, pod, tmp_path / "review", "review")["response"]
+        assert response.get("warnings", []) == expect.get("warnings", [])
+        audit = response["auditAnnotations"]
+        assert {key: audit.get(key) for key in expect.get("audit", {})} == expect.get("audit", {})
 
     # Re-invocation (reinvocationPolicy: IfNeeded) must find nothing left to do.
     again_dir = tmp_path / "again"

@@ -8,6 +8,8 @@ created just before its Pod must not be missed).
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +83,59 @@ def parse_tls_min_version(text: str) -> str:
     return TLS_VERSIONS[text]
 
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+DEFAULT_CA_BUNDLE_KEY = "ca.crt"  # kube-root-ca.crt's key, and cert-manager's
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapKey:
+    """One key of one ConfigMap in the Pod's own namespace, written `name/key`."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.key}"
+
+
+def parse_config_map_key(text: str) -> ConfigMapKey:
+    """`NAME` or `NAME/KEY` (key `ca.crt` by default), checked as the API server checks a
+    configMap volume, so a typo is refused here rather than every Pod being rejected."""
+    name, slash, key = text.partition("/")
+    if not slash:
+        key = DEFAULT_CA_BUNDLE_KEY
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ValueError(f"{name!r} is not a ConfigMap name (lowercase DNS subdomain)")
+    if len(key) > 253 or not _CONFIG_MAP_KEY.fullmatch(key) or key.startswith(".."):
+        raise ValueError(f"{key!r} is not a ConfigMap key (letters, digits, '-', '_', '.')")
+    if key == ".":
+        raise ValueError("'.' is not a ConfigMap key")
+    return ConfigMapKey(name, key)
+
+
+def parse_endpoint_url(text: str) -> str:
+    """An http(s) URL an AWS SDK takes as an endpoint: scheme, host, optional port and path;
+    no user information (it would be a credential in every Pod's environment), query or
+    fragment."""
+    if len(text) > 1024:
+        raise ValueError("is longer than 1024 characters")
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("must be an http:// or https:// URL without spaces")
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.username is not None or url.password is not None:
+        raise ValueError("must not hold user information (user:password@)")
+    if url.query or url.fragment or text.endswith(("?", "#")):
+        raise ValueError("must not have a query or a fragment")
+    try:
+        _ = url.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return text
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerCredentialsSettings:
     """What container-credentials (EKS Pod Identity) mode injects; flags only."""
@@ -103,6 +158,10 @@ class MutationConfig:
     """Already clamped to at least 600, as upstream does at start-up."""
     region: str = ""
     sts_regional_endpoint: bool = False
+    sts_endpoint_url: str = ""
+    """Ours: AWS_ENDPOINT_URL_STS for Pods that get credentials (a local STS in CI)."""
+    ca_bundle: ConfigMapKey | None = None
+    """Ours: the CA bundle mounted for AWS_CA_BUNDLE."""
     compose_role_arn: bool = False
     account_id: str = ""
     """Account for composed role ARNs; from EC2 instance metadata at start-up."""
@@ -203,6 +262,14 @@ def _non_negative_duration(text: str) -> float:
     return value
 
 
+def _endpoint_url(text: str) -> str:
+    return parse_endpoint_url(text) if text else ""  # empty: none, the default
+
+
+def _ca_bundle(text: str) -> ConfigMapKey | None:
+    return parse_config_map_key(text) if text else None
+
+
 def _session_name(text: str) -> SessionName | None:
     return parse_session_name(text)  # ValueError names the problem
 
@@ -263,6 +330,20 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         False,
         "Inject AWS_STS_REGIONAL_ENDPOINTS=regional by default",
         "bool",
+    ),
+    FlagSpec(
+        "sts-endpoint-url",
+        _endpoint_url,
+        "",
+        "Inject AWS_ENDPOINT_URL_STS (a local STS, e.g. moto or LocalStack in CI); the "
+        "ServiceAccount annotation sts-endpoint-url overrides it",
+    ),
+    FlagSpec(
+        "ca-bundle-config-map",
+        _ca_bundle,
+        None,
+        "NAME[/KEY] (key ca.crt by default): mount that ConfigMap key of the Pod's namespace "
+        "read-only and inject AWS_CA_BUNDLE; the annotation ca-bundle-config-map overrides it",
     ),
     FlagSpec(
         "watch-config-map",
@@ -501,6 +582,8 @@ def mutation_config(values: dict[str, Any]) -> MutationConfig:
         token_expiration=max(MIN_TOKEN_EXPIRATION, values["token-expiration"]),
         region=values["aws-default-region"],
         sts_regional_endpoint=values["sts-regional-endpoint"],
+        sts_endpoint_url=values["sts-endpoint-url"],
+        ca_bundle=values["ca-bundle-config-map"],
         compose_role_arn=values["compose-role-arn"],
         container_credentials=ContainerCredentialsSettings(
             audience=values["container-credentials-audience"],

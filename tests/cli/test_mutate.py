@@ -222,11 +222,77 @@ def test_help_exits_zero():
         (["-f", "pod.yaml", "--config-map", "x"], "", 2, "only read with --watch-config-map"),
         (["-f", "missing.yaml"], "", 1, "cannot read missing.yaml"),
         (["-f", "-"], "{{{", 1, "not valid YAML or JSON"),
-        (["-f", "-"], "", 1, "expected one Pod or AdmissionReview, found 0"),
-        (["-f", "-"], "a: 1\n---\nb: 2\n", 1, "found 2 documents"),
-        (["-f", "-"], "[1, 2]", 1, "expected a Pod or an AdmissionReview"),
-        (["-f", "-"], "kind: Deployment\n", 1, "found 'Deployment'"),
+        (["-f", "-"], "", 1, "-: no Kubernetes object found"),
+        (["-f", "-"], "---\n---\n", 1, "-: no Kubernetes object found"),
+        (["-f", "-", "-f", "-"], "", 1, "-f - (stdin) can be given only once"),
+        (["-f", "empty"], "", 1, "empty: no .yaml, .yml or .json file in this directory"),
+        (["-f", "-"], "[1, 2]", 1, "-, document 1: not a Kubernetes object (a mapping), but list"),
         (["-f", "-"], "kind: Pod\nspec: []\n", 1, "spec must be an object"),
+        (
+            ["-f", "-"],
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: []\n",
+            1,
+            "-, document 1: Deployment default/web: spec must be an object",
+        ),
+        (
+            ["-f", "-"],
+            (
+                "kind: Service\n---\napiVersion: apps/v1\nkind: Deployment\n"
+                "metadata: {name: web}\nspec: {template: []}\n"
+            ),
+            1,
+            "-, document 2: Deployment default/web: spec.template must be an object",
+        ),
+        (
+            ["-f", "-", "--service-accounts", "sa.yaml"],
+            (
+                "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly, namespace: team}\n"
+                "spec: {jobTemplate: {spec: {template: {spec: {serviceAccountName: app, "
+                "containers: 5}}}}}\n"
+            ),
+            1,
+            (
+                "-, document 1: CronJob team/nightly: spec.jobTemplate.spec.template: "
+                "spec.containers must be a list"
+            ),
+        ),
+        (
+            ["-f", "-"],
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: [web]\n",
+            1,
+            "-, document 1: metadata must be an object",
+        ),
+        (
+            ["-f", "-"],
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {namespace: 5}\nspec: {template: {}}\n",
+            1,
+            "-, document 1: metadata.namespace must be a string",
+        ),
+        (["-f", "-"], "apiVersion: v1\nkind: List\nitems: 5\n", 1, "List.items must be a list"),
+        (
+            ["-f", "-"],
+            "apiVersion: v1\nkind: List\nitems: [{kind: Service}, 3]\n",
+            1,
+            "-, document 1: items[1]: not a Kubernetes object (a mapping), but int",
+        ),
+        (
+            ["-f", "-"],
+            (
+                "apiVersion: v1\nkind: List\nitems:\n- apiVersion: apps/v1\n  kind: DaemonSet\n"
+                "  metadata: {name: agent}\n  spec: {template: {metadata: 7}}\n"
+            ),
+            1,
+            (
+                "-, document 1: DaemonSet default/agent (items[0]): spec.template: metadata must be "
+                "an object"
+            ),
+        ),
+        (
+            ["-f", "-"],
+            'kind: Pod\n---\n{"kind": "AdmissionReview"}\n',
+            1,
+            "-, document 2: the AdmissionReview has no `request` object",
+        ),
         (["-f", "-"], '{"kind": "AdmissionReview"}', 1, "no `request` object"),
         (
             ["-f", "-", "--service-accounts", "sa.yaml"],
@@ -266,6 +332,7 @@ def test_bad_input_is_one_clear_line(files, monkeypatch, argv, stdin, status, me
     (files / "bad.yaml").write_text("kind: ServiceAccount\nmetadata: {}\n")
     (files / "bad.json").write_text("[")
     (files / "secret.yaml").write_text("kind: Secret\n")
+    (files / "empty").mkdir()
     code, out, err = mutate(*argv, stdin=stdin)
     assert code == status
     assert out == ""

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by the scripts that build from Go modules (tools/kube, tools/upstream,
-# tools/promtool, tools/prometheus-operator-crds): where their cache is, whether it is
+# tools/promtool, tools/prometheus-operator-crds, tools/actionlint): where their cache is, whether it is
 # current, one build at a time, and results that a reader sees whole or not at all.
 #
 # The caller defines log and die, sets `here` (its directory, with the committed go.mod and

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.admission.endpoints import EndpointAnnotations, parse_endpoint_annotations
 from webhook.admission.notes import Note
 from webhook.aws import SessionName, looks_like_role_arn, parse_session_name
 from webhook.aws import role_arn as compose_role_arn
@@ -61,6 +62,8 @@ class ServiceAccountEntry:
     regional_sts: bool
     token_expiration: int
     notes: tuple[Note, ...] = ()
+    endpoints: EndpointAnnotations | None = None
+    """Ours: the `sts-endpoint-url` and `ca-bundle-config-map` annotations, if any."""
     region: str | None = None
     """From the `region` annotation; None means --aws-default-region."""
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -144,6 +147,7 @@ def parse_service_account(
                 notes.append(
                     Note("expiration-clamped", f"token expiration {raw} raised to {value} seconds")
                 )
+    endpoints = parse_endpoint_annotations(annotations, prefix, notes)
     region = annotations.get(prefix + REGION)
     session = annotations.get(prefix + SESSION_NAME)
     session_name = (
@@ -158,6 +162,7 @@ def parse_service_account(
         regional_sts=regional,
         token_expiration=expiration,
         notes=tuple(notes),
+        endpoints=endpoints,
         region=region if isinstance(region, str) else None,
         annotations=kept,
         session_name=session_name,

@@ -41,7 +41,8 @@ __all__ = [
 
 SKIP_LABEL = "eks.amazonaws.com/skip-pod-identity-webhook"  # the webhook's objectSelector
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"  # the webhook's matchConditions
-#: The only variable names `decide` looks at; the auditor forgets every other one.
+#: The variable names that can change whether `decide` finds credentials missing; the auditor
+#: forgets every other one (the local STS and CA variables never do, so they are not kept).
 WATCHED_VARIABLES = frozenset(
     {*ROLE_ARN_VARS, *CONTAINER_CREDENTIALS_VARS, *REGION_VARS, STS_VAR, SESSION_NAME_VAR}
 )

@@ -7,11 +7,13 @@ the additive patch that carries them is built by `patches`.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from webhook.admission.endpoints import Endpoints, resolve_endpoints
 from webhook.admission.entries import (
     CONTAINER_ROLE_ARN,
     NO_SESSION_NAME,
@@ -67,6 +69,8 @@ class Decision:
     """Set whenever a credential configuration applied, even if nothing had to be added."""
     role_source: RoleSource | None = None
     role_arn: str = ""
+    endpoints: Endpoints | None = None
+    """Ours: the local STS and CA bundle the Pod's SDK is pointed at, when any applies."""
     notes: tuple[Note, ...] = ()
     audience: str = ""
     token_expiration: int = 0
@@ -173,6 +177,7 @@ def decide(
             container_roles=roles,
             session_name=_session_variable(session) if session is not None else None,
         )
+    plan = _with_endpoints(plan, entry, config, notes)
 
     patch, targets, names = patch_for(pod, annotations, plan, config.annotation_prefix, notes)
     applied = _applied_roles(roles, names, config.annotation_prefix, notes) if roles else ()
@@ -185,6 +190,7 @@ def decide(
         method=plan.method,
         role_source=role_source,
         role_arn=role_arn,
+        endpoints=plan.endpoints,
         notes=tuple(notes),
         audience=plan.audience,
         token_expiration=plan.expiration,
@@ -397,3 +403,11 @@ def _region(entry: ServiceAccountEntry | None, config: MutationConfig) -> str:
     if entry is not None and entry.region is not None:
         return entry.region
     return config.region
+
+
+def _with_endpoints(
+    plan: Plan, entry: ServiceAccountEntry | None, config: MutationConfig, notes: list[Note]
+) -> Plan:
+    """Ours: a local STS and a CA bundle with the credentials (`endpoints`)."""
+    endpoints = resolve_endpoints(entry.endpoints if entry else None, config, notes)
+    return plan if endpoints is None else dataclasses.replace(plan, endpoints=endpoints)

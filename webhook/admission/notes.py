@@ -12,6 +12,7 @@ from typing import Literal
 __all__ = ["WARNED", "Note", "NoteCode"]
 
 NoteCode = Literal[
+    "ca-bundle",
     "config-map-entry-skipped",
     "config-map-ignored",
     "config-map-invalid",
@@ -25,6 +26,7 @@ NoteCode = Literal[
     "object-ignored",
     "service-account-late",
     "service-account-not-found",
+    "sts-endpoint",
     "variables-present",
 ]
 
@@ -40,6 +42,8 @@ WARNED: frozenset[NoteCode] = frozenset(
         "variables-present",
         "invalid-annotation",
         "invalid-role-arn",
+        "sts-endpoint",  # ours: a redirected STS and a trusted CA are worth seeing
+        "ca-bundle",
     }
 )
 

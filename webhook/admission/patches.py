@@ -13,9 +13,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.admission.endpoints import (
+    CA_BUNDLE_FILE,
+    CA_BUNDLE_MOUNT_PATH,
+    CA_BUNDLE_VOLUME,
+    Endpoints,
+    ca_mount,
+    ca_volume,
+    endpoint_variables,
+)
 from webhook.admission.entries import INCLUDE_CONTAINERS, SKIP_CONTAINERS, parse_skip_containers
 from webhook.admission.notes import Note
-from webhook.admission.wire import EnvVar, Method, PatchOp
+from webhook.admission.wire import EnvVar, Method, PatchOp, VolumeMount
 from webhook.errors import InvalidPod
 from webhook.gocompat import go_path_join
 
@@ -43,6 +52,7 @@ REGION_VARS = ("AWS_DEFAULT_REGION", "AWS_REGION")
 STS_VAR = "AWS_STS_REGIONAL_ENDPOINTS"
 SESSION_NAME_VAR = "AWS_ROLE_SESSION_NAME"
 WINDOWS_SELECTORS = ("kubernetes.io/os", "beta.kubernetes.io/os")
+CA_BUNDLE_FILE_PATH = go_path_join(CA_BUNDLE_MOUNT_PATH, CA_BUNDLE_FILE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +66,8 @@ class Plan:
     audience: str
     expiration: int
     regional_sts: bool
+    endpoints: Endpoints | None = None
+    """Ours: a local STS and a CA bundle that ride along with the credentials."""
     credentials: tuple[tuple[str, str | None], ...]
     """The credential pair, in order; None stands for the token file's path."""
     region: str
@@ -119,7 +131,10 @@ def _is_windows(spec: Mapping[str, Any]) -> bool:
 
 
 def _token_file(spec: Mapping[str, Any], plan: Plan) -> str:
-    path = go_path_join(plan.mount_path, plan.token_path)
+    return _pod_path(spec, go_path_join(plan.mount_path, plan.token_path))
+
+
+def _pod_path(spec: Mapping[str, Any], path: str) -> str:
     if _is_windows(spec):
         # Only the env value changes; the mountPath stays Unix-style (upstream).
         return "C:" + path.replace("/", "\\")
@@ -250,7 +265,8 @@ def patch_for(
     metadata = mapping(pod.get("metadata"), "metadata")
     spec = mapping(pod.get("spec"), "spec")
     ops = _label_ops(pod, metadata) if plan.method == "container_credentials" else []
-    ops += _volume_ops(spec, plan)
+    token_volume = _volume_ops(spec, plan)
+    ops += token_volume
     token_file = _token_file(spec, plan)
     credentials: list[EnvVar] = [
         {"name": name, "value": token_file if value is None else value}
@@ -260,6 +276,8 @@ def patch_for(
     include = _container_names(annotations, prefix, INCLUDE_CONTAINERS, notes)
     targets: list[str] = []
     names: list[str] = []
+    ca_file = "" if plan.endpoints is None else _pod_path(spec, CA_BUNDLE_FILE_PATH)
+    with_ca = False
     for field, index, container, name in _containers(spec):
         where = f"spec.{field}[{index}]"
         if skip is not None and name in skip:
@@ -276,11 +294,31 @@ def patch_for(
         additions = _env_additions(name, present, plan, credentials, notes)
         if additions is None:
             continue
+        wanted: list[VolumeMount] = [
+            {"name": plan.volume_name, "readOnly": True, "mountPath": plan.mount_path}
+        ]
+        if plan.endpoints is not None:
+            more, mounted = endpoint_variables(name, present, plan.endpoints, ca_file, notes)
+            additions += more
+            wanted += [ca_mount()] if mounted else []
+            with_ca = with_ca or mounted
         ops += _append(container, "env", base, list(additions))
         mounts = _list(container.get("volumeMounts"), f"{where}.volumeMounts")
-        if plan.volume_name not in {
-            _name(m, f"{where}.volumeMounts[{i}]") for i, m in enumerate(mounts)
-        }:
-            mount = {"name": plan.volume_name, "readOnly": True, "mountPath": plan.mount_path}
-            ops += _append(container, "volumeMounts", base, [mount])
+        have = {_name(m, f"{where}.volumeMounts[{i}]") for i, m in enumerate(mounts)}
+        ops += _append(
+            container, "volumeMounts", base, [m for m in wanted if m["name"] not in have]
+        )
+    if with_ca:
+        ops += _ca_volume_ops(spec, plan, after_token=bool(token_volume))
     return ops, targets, names
+
+
+def _ca_volume_ops(spec: Mapping[str, Any], plan: Plan, *, after_token: bool) -> list[PatchOp]:
+    """Ours: the CA bundle's volume, right after the token's when that was just added (first,
+    or as the whole list), else first: the Pod's own volumes stay one unbroken run."""
+    volumes = _list(spec.get("volumes"), "spec.volumes")
+    names = {_name(v, f"spec.volumes[{i}]") for i, v in enumerate(volumes)}
+    if plan.endpoints is None or plan.endpoints.ca_bundle is None or CA_BUNDLE_VOLUME in names:
+        return []
+    path = "/spec/volumes/1" if after_token else "/spec/volumes/0"
+    return [{"op": "add", "path": path, "value": ca_volume(plan.endpoints.ca_bundle)}]

@@ -1,6 +1,8 @@
 """Pure. The role policy: which roles, accounts, partitions, audiences and token lifetimes the
-ServiceAccounts of a namespace may get. Upstream has none: any tenant can point a ServiceAccount
-at any role (upstream #104), and the IAM trust policy is the only guard.
+ServiceAccounts of a namespace may get, and where their STS calls may be redirected
+(`stsEndpoints`) and which CA bundles their SDKs may be told to trust (`caBundles`). Upstream
+has none: any tenant can point a ServiceAccount at any role (upstream #104), and the IAM trust
+policy is the only guard.
 
 A policy is a list of rules. Every rule whose `namespaces` match the Pod's namespace applies,
 so adding a rule can only add constraints. A rule in `audit` mode admits the Pod and reports the
@@ -36,6 +38,8 @@ _RULE_KEYS = {
     "audiences",
     "tokenExpiration",
     "roleSessionNames",
+    "stsEndpoints",
+    "caBundles",
 }
 
 
@@ -53,6 +57,10 @@ class Rule:
     session_names: tuple[str, ...] | None = None
     """Globs the web-identity session name must match; `fieldRef:metadata.name` names the
     downward-API form."""
+    sts_endpoints: tuple[str, ...] | None = None
+    """Ours: globs an injected AWS_ENDPOINT_URL_STS must match; () forbids any."""
+    ca_bundles: tuple[str, ...] | None = None
+    """Ours: globs (`configmap/key`) an injected CA bundle must match; () forbids any."""
 
     def covers(self, namespace: str) -> bool:
         return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
@@ -96,6 +104,13 @@ def _strings(rule: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] |
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise PolicyError(f"{where}.{key} must be a non-empty list of non-empty strings")
     return tuple(value)
+
+
+def _globs(rule: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """Like `_strings`, but an empty list is allowed: it forbids what the key allows."""
+    if rule.get(key) == []:
+        return ()
+    return _strings(rule, key, where)
 
 
 def _bound(value: Any, where: str) -> int | None:
@@ -144,6 +159,8 @@ def _rule(raw: Any, index: int, names: set[str]) -> Rule:
         min_expiration=low,
         max_expiration=high,
         session_names=_strings(raw, "roleSessionNames", where),
+        sts_endpoints=_globs(raw, "stsEndpoints", where),
+        ca_bundles=_globs(raw, "caBundles", where),
     )
 
 
@@ -199,6 +216,7 @@ def _check(rule: Rule, namespace: str, decision: Decision) -> list[str]:
                 f"role session name {str(session)!r} is not allowed "
                 f"(allowed: {_listing(rule.session_names)})"
             )
+    problems += _endpoint_problems(rule, decision)
     return [
         f"policy rule {rule.name!r} ({rule.mode}) for namespace {namespace}: {problem}; "
         "change the ServiceAccount's annotations or ask for the rule to be extended"
@@ -215,6 +233,27 @@ def _check_role(rule: Rule, role: str) -> list[str]:
         problems.append(f"role {role} is not in an allowed partition ({_listing(rule.partitions)})")
     if rule.accounts and (arn is None or arn.account not in rule.accounts):
         problems.append(f"role {role} is not in an allowed account ({_listing(rule.accounts)})")
+    return problems
+
+
+def _endpoint_problems(rule: Rule, decision: Decision) -> list[str]:
+    """Ours: a redirected STS or a trusted CA bundle that the rule does not allow."""
+    endpoints = decision.endpoints
+    if endpoints is None:
+        return []
+    problems = []
+    allowed = rule.sts_endpoints
+    url = endpoints.sts_url
+    if allowed is not None and url and not any(fnmatch.fnmatchcase(url, p) for p in allowed):
+        problems.append(
+            f"STS endpoint {url} is not allowed (allowed: {_listing(allowed) or 'none'})"
+        )
+    allowed = rule.ca_bundles
+    bundle = str(endpoints.ca_bundle) if endpoints.ca_bundle is not None else ""
+    if allowed is not None and bundle and not any(fnmatch.fnmatchcase(bundle, p) for p in allowed):
+        problems.append(
+            f"CA bundle ConfigMap {bundle} is not allowed (allowed: {_listing(allowed) or 'none'})"
+        )
     return problems
 
 

@@ -28,6 +28,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Literal
 
+from webhook.admission.endpoints import ENDPOINT_VARS
 from webhook.admission.mutation import Decision
 from webhook.admission.patches import (
     CONTAINER_CREDENTIALS_VARS,
@@ -52,7 +53,9 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "pod_identity_webhook.rules"
-RESERVED_VARIABLES = frozenset({*ROLE_ARN_VARS, *CONTAINER_CREDENTIALS_VARS, *REGION_VARS, STS_VAR})
+RESERVED_VARIABLES = frozenset(
+    {*ROLE_ARN_VARS, *CONTAINER_CREDENTIALS_VARS, *REGION_VARS, STS_VAR, *ENDPOINT_VARS}
+)
 FailurePolicy = Literal["ignore", "deny"]
 
 

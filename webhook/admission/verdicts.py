@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from webhook.admission.endpoints import endpoint_audit
 from webhook.admission.entries import REQUIRE_CREDENTIALS_LABEL
 from webhook.admission.extensions import Extras
 from webhook.admission.mutation import Decision
@@ -83,6 +84,7 @@ def _audit(decision: Decision, judged: Verdict) -> dict[str, str]:
         "reason": decision.reason,
         "service-account": decision.service_account,
     }
+    annotations.update(endpoint_audit(decision.endpoints))
     if decision.method:
         annotations["method"] = decision.method
     if decision.role_source:

@@ -69,6 +69,7 @@ class Container(TypedDict, total=False):
 class Volume(TypedDict, total=False):
     name: str
     projected: dict[str, Any]
+    configMap: dict[str, Any]
 
 
 class ObjectMeta(TypedDict, total=False):
