@@ -128,6 +128,36 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def service_account_annotations(draw: st.DrawFn) -> dict[str, str]:
+    annotations: dict[str, str] = {}
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/role-arn"] = draw(
+            st.sampled_from(["arn:aws:iam::111122223333:role/r", ""])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/sts-regional-endpoints"] = draw(
+            st.sampled_from(["true", "false", "x"])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/audience"] = draw(st.sampled_from(["", "aud"]))
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/region"] = draw(st.sampled_from(["", "eu-west-1"]))
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/role-session-name"] = draw(
+            st.sampled_from(["", "from-sa", "x"])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/sts-endpoint-url"] = draw(
+            st.sampled_from(["", "http://localstack.ci:4566", "ftp://x", "https://u:p@h"])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/ca-bundle-config-map"] = draw(
+            st.sampled_from(["", "local-ca", "local-ca/root.pem", "Not/A/Name"])
+        )
+    return annotations
+
+
+@st.composite
 def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
     config = MutationConfig(
         region=draw(st.sampled_from(["", "us-west-2"])),
@@ -143,31 +173,7 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
     )
     sources = StaticSources()
     if draw(st.booleans()):
-        annotations = {}
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/role-arn"] = draw(
-                st.sampled_from(["arn:aws:iam::111122223333:role/r", ""])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/sts-regional-endpoints"] = draw(
-                st.sampled_from(["true", "false", "x"])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/audience"] = draw(st.sampled_from(["", "aud"]))
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/region"] = draw(st.sampled_from(["", "eu-west-1"]))
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/role-session-name"] = draw(
-                st.sampled_from(["", "from-sa", "x"])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/sts-endpoint-url"] = draw(
-                st.sampled_from(["", "http://localstack.ci:4566", "ftp://x", "https://u:p@h"])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/ca-bundle-config-map"] = draw(
-                st.sampled_from(["", "local-ca", "local-ca/root.pem", "Not/A/Name"])
-            )
+        annotations = draw(service_account_annotations())
         sources.service_accounts["default/app"] = parse_service_account(annotations, config)
     if draw(st.booleans()):
         key = draw(st.sampled_from(["default/app", "*/app", "other/app"]))
