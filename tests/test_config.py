@@ -185,6 +185,20 @@ def test_deleting_pods_needs_the_audit_that_finds_them():
         (["--cert-validity-days=0"], "--cert-validity-days"),
         (["--cert-validity-days=3651"], "--cert-validity-days"),
         (["--rule-failure-policy=open"], "--rule-failure-policy"),
+        (["--annotation-prefix="], "--annotation-prefix"),
+        (["--aws-default-region=us west 2"], "--aws-default-region"),
+        (["--aws-default-region=us-west-2 "], "--aws-default-region"),
+        (["--aws-default-region=-us-west-2"], "--aws-default-region"),
+        (["--aws-default-region=us_west_2"], "--aws-default-region"),
+        (["--aws-default-region=" + "a" * 64], "--aws-default-region"),
+        (["--header-timeout=0"], "--header-timeout"),
+        (["--body-timeout=-1s"], "--body-timeout"),
+        (["--idle-timeout=0s"], "--idle-timeout"),
+        (["--max-connections=0"], "--max-connections"),
+        (["--max-connections=lots"], "--max-connections"),
+        (["--listen-backlog=0"], "--listen-backlog"),
+        (["--shutdown-delay=-1s"], "--shutdown-delay"),
+        (["--cert-validity-warning=-1h"], "--cert-validity-warning"),
     ],
 )
 def test_invalid_values_name_the_flag(argv, message):
@@ -214,3 +228,40 @@ def test_cipher_list_grammar():
     assert len(CIPHER_SUITES) == 25
     with pytest.raises(ConfigError):
         parse_cipher_suites("TLS_AES_128_GCM_SHA256,nope")
+
+
+@pytest.mark.parametrize(
+    "region", ["us-west-2", "eu-central-1", "cn-north-1", "us-gov-west-1", "x"]
+)
+def test_region_names_are_accepted(region):
+    config, _, _ = config_from_argv([f"--aws-default-region={region}"])
+    assert config.mutation.region == region
+
+
+def test_connection_limits_and_the_shutdown_delay_come_from_their_flags():
+    config, _, _ = config_from_argv(
+        [
+            "--header-timeout=3s",
+            "--body-timeout=4s",
+            "--idle-timeout=2m",
+            "--max-connections=0x100",
+            "--listen-backlog=512",
+            "--shutdown-delay=0",
+            "--cert-validity-warning=168h",
+        ]
+    )
+    limits = config.limits
+    assert (limits.header_timeout, limits.body_timeout, limits.idle_timeout) == (3.0, 4.0, 120.0)
+    assert (limits.max_connections, limits.listen_backlog) == (256, 512)
+    assert limits.shutdown_delay == 0.0
+    assert config.cert_validity_warning == 7 * 86400
+
+
+def test_with_service_accounts_from_files_a_miss_does_not_wait_unless_asked():
+    """Issue 19, item 7: no watch or live GET can deliver a ServiceAccount missing from a file."""
+    files, _, _ = config_from_argv(["--service-accounts=sa.yaml"])
+    asked, _, _ = config_from_argv(
+        ["--service-accounts=sa.yaml", "--service-account-lookup-grace-period=1s"]
+    )
+    cluster, _, _ = config_from_argv([])
+    assert (files.grace_period, asked.grace_period, cluster.grace_period) == (0.0, 1.0, 2.0)

@@ -22,6 +22,10 @@ from webhook.gocompat import parse_go_bool, parse_go_duration, parse_go_int
 MIN_TOKEN_EXPIRATION = 600
 DEFAULT_TOKEN_EXPIRATION = 86400
 DEFAULT_GRACE_PERIOD = 2.0  # seconds; see README "ServiceAccount lookups"
+DEFAULT_CERT_VALIDITY_WARNING = 30 * 86400.0  # seconds: cert-manager renews 30 days ahead
+# AWS SDKs refuse a region that is not a DNS label (botocore's InvalidRegionError): letters,
+# digits and inner hyphens, 1 to 63 characters.
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 #: Go's crypto/tls cipher-suite names (secure and insecure) → OpenSSL names. TLS 1.3 suites are
 #: accepted but, as in Go, not configurable.
@@ -174,6 +178,26 @@ class MutationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may cost: time, count and backlog (see README "Limits")."""
+
+    header_timeout: float = 10.0
+    """A new connection's TLS handshake, and a request's first byte to the end of its headers."""
+    body_timeout: float = 10.0
+    """The end of a request's headers to the end of its body."""
+    idle_timeout: float = 100.0
+    """An answered keep-alive connection with no new request. Longer than the 90 s after which
+    the API server's Go client closes an idle connection, so the client closes first and never
+    writes a request on a connection the server is closing."""
+    max_connections: int = 1024
+    listen_backlog: int = 4096
+    shutdown_delay: float = 5.0
+    """After SIGTERM: go on serving (only /readyz says 503) while the endpoint goes away."""
+    shutdown_timeout: float = 10.0
+    """Then at most this long for requests already received (upstream's 10 s)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something about the command line worth one log line at start-up."""
 
@@ -231,6 +255,9 @@ class Config:
     """Ours: delete reported Pods that a controller recreates (never in kube-system)."""
     audit_delete_interval: float = 10.0
     """At most one deletion per this many seconds."""
+    limits: Limits = field(default_factory=Limits)
+    cert_validity_warning: float = DEFAULT_CERT_VALIDITY_WARNING
+    """Warn when the serving certificate expires within this many seconds (0: never)."""
 
 
 def _int(text: str) -> int:
@@ -274,6 +301,28 @@ def _session_name(text: str) -> SessionName | None:
     return parse_session_name(text)  # ValueError names the problem
 
 
+def _count(text: str) -> int:
+    value = parse_go_int(text)
+    if not 1 <= value <= 1_000_000:
+        raise ValueError("must be between 1 and 1000000")
+    return value
+
+
+def _annotation_prefix(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty (the annotations would be read as /role-arn)")
+    return text
+
+
+def _region(text: str) -> str:
+    if text and not _REGION.fullmatch(text):
+        raise ValueError(
+            "not a region name: letters, digits and inner hyphens, like us-west-2 (the AWS "
+            "SDKs refuse anything else)"
+        )
+    return text
+
+
 def _days(text: str) -> int:
     value = parse_go_int(text)
     if not 1 <= value <= 3650:
@@ -313,7 +362,12 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
 )
 
 MUTATION_FLAGS: tuple[FlagSpec, ...] = (
-    FlagSpec("annotation-prefix", _str, _M.annotation_prefix, "Prefix of the annotations read"),
+    FlagSpec(
+        "annotation-prefix",
+        _annotation_prefix,
+        _M.annotation_prefix,
+        "Prefix of the annotations read",
+    ),
     FlagSpec("token-audience", _str, _M.token_audience, "Default audience of the token"),
     FlagSpec("token-mount-path", _str, _M.token_mount_path, "Mount path of the token volume"),
     FlagSpec(
@@ -323,7 +377,7 @@ MUTATION_FLAGS: tuple[FlagSpec, ...] = (
         "Default token expiration in seconds (at least 600)",
         "int",
     ),
-    FlagSpec("aws-default-region", _str, "", "Inject AWS_DEFAULT_REGION and AWS_REGION"),
+    FlagSpec("aws-default-region", _region, "", "Inject AWS_DEFAULT_REGION and AWS_REGION"),
     FlagSpec(
         "sts-regional-endpoint",
         parse_go_bool,
@@ -500,6 +554,63 @@ RUNTIME_FLAGS: tuple[FlagSpec, ...] = (
         "Comma-separated names (common name or DNS name) one of which a client certificate "
         "must carry; needs --client-ca-file",
     ),
+    FlagSpec(
+        "cert-validity-warning",
+        _non_negative_duration,
+        DEFAULT_CERT_VALIDITY_WARNING,
+        "Warn (log and metric) when the serving certificate expires within this (0 never)",
+        "duration",
+    ),
+)
+
+_L = Limits()
+
+#: Ours: what a connection may cost, and how a stop drains (README "Limits").
+CONNECTION_FLAGS: tuple[FlagSpec, ...] = (
+    FlagSpec(
+        "header-timeout",
+        _positive_duration,
+        _L.header_timeout,
+        "Time for a new connection's TLS handshake and for a request's headers",
+        "duration",
+    ),
+    FlagSpec(
+        "body-timeout",
+        _positive_duration,
+        _L.body_timeout,
+        "Time for a request's body once its headers are in (then 408)",
+        "duration",
+    ),
+    FlagSpec(
+        "idle-timeout",
+        _positive_duration,
+        _L.idle_timeout,
+        "Close a keep-alive connection idle this long (keep it above the API server's 90s)",
+        "duration",
+    ),
+    FlagSpec(
+        "max-connections",
+        _count,
+        _L.max_connections,
+        "Open connections at most; then the longest-idle one is closed for a new one, or "
+        "new ones wait in the listen backlog",
+        "int",
+    ),
+    FlagSpec(
+        "listen-backlog",
+        _count,
+        _L.listen_backlog,
+        "Connections the kernel queues before they are accepted (capped by somaxconn)",
+        "int",
+    ),
+    FlagSpec(
+        "shutdown-delay",
+        _non_negative_duration,
+        _L.shutdown_delay,
+        "After SIGTERM, keep serving this long (/readyz says 503) while the endpoint removal "
+        "reaches the API servers, then drain; SIGINT skips it",
+        "duration",
+    ),
 )
 
 
@@ -565,7 +676,13 @@ KLOG_FLAGS: tuple[FlagSpec, ...] = (
 HELP_FLAG = FlagSpec("help", parse_go_bool, False, "Show this help", "bool", shorthand="h")
 
 ALL_SERVE_FLAGS: tuple[FlagSpec, ...] = (
-    SERVER_FLAGS + MUTATION_FLAGS + RUNTIME_FLAGS + EXTENSION_FLAGS + KLOG_FLAGS + (HELP_FLAG,)
+    SERVER_FLAGS
+    + MUTATION_FLAGS
+    + RUNTIME_FLAGS
+    + CONNECTION_FLAGS
+    + EXTENSION_FLAGS
+    + KLOG_FLAGS
+    + (HELP_FLAG,)
 )
 
 
@@ -626,6 +743,16 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _grace_period(values: dict[str, Any], explicit: frozenset[str]) -> float:
+    """ServiceAccounts from files arrive only when a file changes: no watch or live GET can
+    deliver a missing one, so a miss answers at once unless the flag asks for a wait."""
+    name = "service-account-lookup-grace-period"
+    if values["service-accounts"] and name not in explicit:
+        return 0.0
+    grace: float = values[name]
+    return grace
+
+
 def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
     """Build the Config; returns (config, wants_help, wants_version). Raises ConfigError."""
     try:
@@ -659,7 +786,7 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         watch_config_map=values["watch-config-map"],
         container_credentials_file=values["watch-container-credentials-config"],
         enable_debugging_handlers=values["enable-debugging-handlers"],
-        grace_period=values["service-account-lookup-grace-period"],
+        grace_period=_grace_period(values, parsed.explicit),
         resync_period=values["resync-period"],
         verbosity=values["v"],
         log_format=values["log-format"],
@@ -681,6 +808,15 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
         rule_timeout=values["rule-timeout"],
         rule_failure_policy=values["rule-failure-policy"],
         pod_identity_associations=values["watch-pod-identity-associations"],
+        limits=Limits(
+            header_timeout=values["header-timeout"],
+            body_timeout=values["body-timeout"],
+            idle_timeout=values["idle-timeout"],
+            max_connections=values["max-connections"],
+            listen_backlog=values["listen-backlog"],
+            shutdown_delay=values["shutdown-delay"],
+        ),
+        cert_validity_warning=values["cert-validity-warning"],
         ignored_flags=tuple(
             sorted(
                 spec.name

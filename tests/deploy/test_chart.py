@@ -175,9 +175,14 @@ def test_flags_follow_the_config_values(renderer: Renderer, helm: Path) -> None:
         "config.extraArgs={--compose-role-arn=true}",
         "--set",
         "image.digest=sha256:" + "a" * 64,
+        "--set",
+        "shutdownDelaySeconds=15",
+        "--set",
+        "terminationGracePeriodSeconds=45",
     )
     spec = container(one(objects, "Deployment"))
     assert {
+        "--shutdown-delay=15s",
         "--aws-default-region=eu-west-2",
         "--sts-regional-endpoint=true",
         "--v=4",
@@ -228,6 +233,8 @@ def test_host_network_option_uses_cluster_dns(renderer: Renderer, helm: Path) ->
         (["--set", "upstreamCompatible=yes"], "upstreamCompatible"),
         # Not the schema: a template check, since it compares two values.
         (["--set", "replicaCount=1"], "must be above podDisruptionBudget.minAvailable"),
+        (["--set", "shutdownDelaySeconds=20"], "the kubelet kills the webhook mid-drain"),
+        (["--set", "shutdownDelaySeconds=-1"], "shutdownDelaySeconds"),
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value[1:]),
 )

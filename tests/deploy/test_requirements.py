@@ -193,6 +193,21 @@ def test_command_line_is_accepted_by_the_webhook(variant: Variant, render: Rende
     assert config.watch_config_map is variant.config_map
 
 
+def test_a_stop_fits_in_the_termination_grace_period(variant: Variant, render: Render) -> None:
+    """On SIGTERM the webhook serves on for --shutdown-delay while the endpoint removal reaches
+    the API servers, then drains for at most its 10 s; the kubelet's SIGKILL must come later,
+    and no preStop sleep adds to the delay."""
+    objects = render(variant)
+    pod = _deployment(objects)["spec"]["template"]["spec"]
+    config, _, _ = config_from_argv(_args(objects, variant.namespace))
+    limits = config.limits
+    assert limits.shutdown_delay >= 5
+    assert "lifecycle" not in container(_deployment(objects))
+    assert (
+        limits.shutdown_delay + limits.shutdown_timeout + 1 <= pod["terminationGracePeriodSeconds"]
+    )
+
+
 # --- Service, PodDisruptionBudget ------------------------------------------------------------
 
 

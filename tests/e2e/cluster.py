@@ -488,6 +488,8 @@ class Cluster:
             f"--tls-cert={self.webhook_cert.cert_path}",
             f"--tls-key={self.webhook_cert.key_path}",
             f"--kubeconfig={self.webhook_kubeconfig}",
+            # The API server calls the webhook's URL, no Service endpoints to wait out.
+            "--shutdown-delay=0s",
             *flags,
         ]
         process = self._spawn(f"webhook-{name}", argv, cwd=REPO)

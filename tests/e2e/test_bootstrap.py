@@ -168,10 +168,13 @@ def test_a_ca_bundle_that_does_not_trust_the_served_certificate_makes_the_webhoo
         "ca-check", f"--webhook-configuration={CONFIGURATION}", "--resync-period=1s"
     )
     try:
+        # Until its ServiceAccount list has synced /readyz is 503 for that reason alone.
         wait_until(
-            lambda: checker.readyz()[0] == 503, timeout=15, what="/readyz to report the mismatch"
+            lambda: "does not trust the served certificate" in checker.readyz()[1],
+            timeout=15,
+            what="/readyz to report the mismatch",
         )
-        assert "does not trust the served certificate" in checker.readyz()[1]
+        assert checker.readyz()[0] == 503
         assert metric_value(checker.metrics(), "pod_identity_webhook_ca_bundle_trusted") == 0
     finally:
         checker.stop()

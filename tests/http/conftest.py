@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
-from tests.http.helpers import JSON, SERVICE_ACCOUNTS, lowest
+from tests.http.helpers import JSON, REPO, SERVICE_ACCOUNTS, lowest, wait_until_sync
+from tests.http.processes import STARTUP_DEADLINE, Files, Launch, argv
+from tests.http.processes import Webhook as Process
+from tests.support.ports import free_port
 from webhook.certificates.issuing import make_ca, make_serving_cert
 from webhook.certificates.serving import CertificateReloader
 from webhook.config import Config
@@ -146,3 +150,42 @@ def cert_files(tmp_path: Path, authority: Authority) -> CertFiles:
     files = CertFiles(directory, directory / "tls.crt", directory / "tls.key")
     files.write(*authority.issue())
     return files
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def files(tmp_path: Path, authority: Authority) -> Files:
+    cert, key = authority.issue()
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    accounts = tmp_path / "service-accounts.yaml"
+    accounts.write_text((REPO / "dev" / "service-accounts.yaml").read_text())
+    return Files(tmp_path / "tls.crt", tmp_path / "tls.key", accounts, authority.cert)
+
+
+@pytest.fixture
+def launch(tmp_path: Path, files: Files) -> Iterator[Launch]:
+    """`launch(*flags)`: a running, ready webhook; killed at the end of the test whatever happens."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> Process:
+        port, metrics_port = free_port(), free_port()
+        stdout, stderr = tmp_path / f"stdout-{port}.log", tmp_path / f"stderr-{port}.log"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                argv(files, port, metrics_port, *extra), stdout=out, stderr=err, cwd=tmp_path
+            )
+        started.append(proc)
+        webhook = Process(proc, port, metrics_port, stdout, stderr, files.ca)
+        wait_until_sync(webhook.ready, timeout=STARTUP_DEADLINE, interval=0.05, what="readiness")
+        return webhook
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)

@@ -7,30 +7,34 @@ hundredths of a second.
 
 from __future__ import annotations
 
-import dataclasses
-import http.client
 import json
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self
 
 import pytest
 
 from tests.http.conftest import Authority
-from tests.http.helpers import JSON, REPO, metric_value, sample_review, wait_until_sync
+from tests.http.helpers import JSON, metric_value, sample_review, wait_until_sync
+from tests.http.processes import (
+    Files,
+    Launch,
+    Parked,
+    Webhook,
+    argv,
+    metric,
+    refuses_connections,
+)
 from tests.support.ports import free_port
 from tests.support.reviews import ROLE, env_of, make_pod, make_review, patched_pod
 from webhook.certificates.issuing import certificate_expiry, certificate_serial, make_serving_cert
 
 pytestmark = pytest.mark.timeout(30)
 
-STARTUP_DEADLINE = 10.0
 LATE_ACCOUNT = f"""\
 ---
 apiVersion: v1
@@ -41,175 +45,6 @@ metadata:
   annotations:
     eks.amazonaws.com/role-arn: {ROLE}
 """
-
-
-@dataclasses.dataclass
-class Files:
-    cert: Path
-    key: Path
-    service_accounts: Path
-    ca: bytes
-
-
-@pytest.fixture
-def files(tmp_path: Path, authority: Authority) -> Files:
-    cert, key = authority.issue()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
-    accounts = tmp_path / "service-accounts.yaml"
-    accounts.write_text((REPO / "dev" / "service-accounts.yaml").read_text())
-    return Files(tmp_path / "tls.crt", tmp_path / "tls.key", accounts, authority.cert)
-
-
-@dataclasses.dataclass
-class Webhook:
-    proc: subprocess.Popen[bytes]
-    port: int
-    metrics_port: int
-    stdout: Path
-    stderr: Path
-    ca: bytes
-
-    def output(self) -> str:
-        return self.stdout.read_text() + self.stderr.read_text()
-
-    def logs(self) -> list[dict[str, Any]]:
-        """Every stdout line, parsed: the process writes JSON lines and nothing else."""
-        text = self.stdout.read_text()
-        if not text.endswith("\n"):  # a line still being written
-            text = text.rpartition("\n")[0]
-        entries = []
-        for line in text.splitlines():
-            entry = json.loads(line)
-            assert isinstance(entry, dict)
-            entries.append(entry)
-        return entries
-
-    def events(self) -> list[str]:
-        return [entry["event"] for entry in self.logs()]
-
-    def connection(self, timeout: float = 10) -> http.client.HTTPSConnection:
-        context = ssl.create_default_context(cadata=self.ca.decode())
-        return http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, bytes]:
-        connection = self.connection()
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
-
-    def mutate(self, review: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        status, body = self.request("POST", "/mutate", json.dumps(review).encode(), JSON)
-        return status, json.loads(body)
-
-    def metrics(self, path: str = "/metrics") -> tuple[int, str]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the webhook exited {self.proc.returncode}:\n{self.output()}")
-        try:
-            status, _ = self.request("GET", "/readyz")
-        except (OSError, http.client.HTTPException):
-            return False
-        return status == 200
-
-    def wait_for_event(self, event: str, timeout: float = 5) -> None:
-        wait_until_sync(lambda: event in self.events(), timeout=timeout, what=f"log {event!r}")
-
-
-Launch = Callable[..., Webhook]
-
-
-def _argv(files: Files, port: int, metrics_port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "webhook",
-        "--in-cluster=false",
-        f"--port={port}",
-        f"--metrics-port={metrics_port}",
-        f"--tls-cert={files.cert}",
-        f"--tls-key={files.key}",
-        f"--service-accounts={files.service_accounts}",
-        *extra,
-    ]
-
-
-@pytest.fixture
-def launch(tmp_path: Path, files: Files) -> Iterator[Launch]:
-    """`launch(*flags)`: a running, ready webhook; killed at the end of the test whatever happens."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> Webhook:
-        port, metrics_port = free_port(), free_port()
-        stdout, stderr = tmp_path / f"stdout-{port}.log", tmp_path / f"stderr-{port}.log"
-        with stdout.open("wb") as out, stderr.open("wb") as err:
-            proc = subprocess.Popen(
-                _argv(files, port, metrics_port, *extra), stdout=out, stderr=err, cwd=tmp_path
-            )
-        started.append(proc)
-        webhook = Webhook(proc, port, metrics_port, stdout, stderr, files.ca)
-        wait_until_sync(webhook.ready, timeout=STARTUP_DEADLINE, interval=0.05, what="readiness")
-        return webhook
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-
-
-class Parked:
-    """A /mutate request fully sent and waiting for its answer on its own connection."""
-
-    def __init__(self, webhook: Webhook, review: dict[str, Any]) -> None:
-        self.connection = webhook.connection(timeout=15)
-        try:
-            self.connection.request("POST", "/mutate", json.dumps(review).encode(), JSON)
-            self.sent = time.monotonic()
-            # Barrier: once a later request has been answered, the single-threaded server has
-            # accepted and read the earlier connection too: the parked request is in its handler.
-            assert webhook.request("GET", "/healthz") == (200, b"ok")
-            time.sleep(0.05)
-        except BaseException:
-            self.connection.close()
-            raise
-
-    def answer(self) -> tuple[int, dict[str, Any]]:
-        response = self.connection.getresponse()
-        return response.status, json.loads(response.read())
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.connection.close()
-
-
-def _refuses_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 # --- start-up and serving -----------------------------------------------------------------------
@@ -346,11 +181,11 @@ def test_tls_cipher_suites_flag_sets_what_a_tls_1_2_client_negotiates(launch: La
 
 
 def test_sigterm_lets_an_in_flight_request_finish_then_exits_zero(launch: Launch):
-    webhook = launch("--service-account-lookup-grace-period=3s")
+    webhook = launch("--service-account-lookup-grace-period=3s", "--shutdown-delay=0s")
     with Parked(webhook, make_review(make_pod("not-in-the-file"), uid="in-flight")) as parked:
         webhook.proc.send_signal(signal.SIGTERM)
         wait_until_sync(
-            lambda: _refuses_connections(webhook.port), timeout=2, what="the listener to close"
+            lambda: refuses_connections(webhook.port), timeout=2, what="the listener to close"
         )
         status, answer = parked.answer()
         returncode = webhook.proc.wait(timeout=5)
@@ -366,7 +201,7 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_zero(launch: Launch
 
 
 def test_sigterm_with_nothing_in_flight_exits_zero_at_once(launch: Launch):
-    webhook = launch()
+    webhook = launch("--shutdown-delay=0s")
 
     sent = time.monotonic()
     webhook.proc.send_signal(signal.SIGTERM)
@@ -405,11 +240,11 @@ def test_a_second_sigterm_during_shutdown_exits_at_once_with_a_failure(launch: L
 
 
 def _run(files: Files, *extra: str, **replace: str) -> subprocess.CompletedProcess[str]:
-    argv = _argv(files, free_port(), free_port(), *extra)
+    command = argv(files, free_port(), free_port(), *extra)
     for flag, value in replace.items():
         name = "--" + flag.replace("_", "-")
-        argv = [f"{name}={value}" if arg.startswith(f"{name}=") else arg for arg in argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+        command = [f"{name}={value}" if arg.startswith(f"{name}=") else arg for arg in command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)
 
 
 def test_a_certificate_the_service_name_does_not_match_is_warned_about(
@@ -506,3 +341,97 @@ def test_a_port_already_in_use_is_a_one_line_error(files: Files):
 
     line = _one_line_error(result, status=1)
     assert str(port) in line
+
+
+# --- start-up checks (issue 19, item 9) ---------------------------------------------------------
+
+
+def test_an_empty_annotation_prefix_is_a_one_line_error(files: Files):
+    line = _one_line_error(_run(files, "--annotation-prefix="))
+
+    assert "--annotation-prefix" in line
+    assert "must not be empty" in line
+
+
+@pytest.mark.parametrize("region", ["us west-2", "us-west-2/", "eu-west-1,us-east-1"])
+def test_a_region_that_is_not_a_region_name_is_a_one_line_error(files: Files, region: str):
+    line = _one_line_error(_run(files, f"--aws-default-region={region}"))
+
+    assert "--aws-default-region" in line
+    assert "not a region name" in line
+
+
+def _issue_at(authority: Authority, files: Files, *, now: datetime, days: int) -> None:
+    cert, key = make_serving_cert(
+        authority.cert,
+        authority.key,
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+        days=days,
+        now=now,
+    )
+    files.cert.write_bytes(cert)
+    files.key.write_bytes(key)
+
+
+def _problems(webhook: Webhook) -> dict[str, float]:
+    return {
+        problem: metric(webhook, "pod_identity_webhook_certificate_problem", {"problem": problem})
+        for problem in ("expired", "not_yet_valid", "expiring_soon")
+    }
+
+
+@pytest.mark.parametrize(
+    ("shift", "problem", "level"),
+    [
+        (timedelta(days=-30), "expired", "error"),  # valid for 10 days, 30 days ago
+        (timedelta(days=2), "not_yet_valid", "error"),
+    ],
+)
+def test_a_certificate_a_client_refuses_is_said_at_start_up(
+    files: Files, authority: Authority, tmp_path: Path, shift: timedelta, problem: str, level: str
+):
+    """Such a webhook still starts (a renewal may be on its way), but says why every admission
+    will fail, in the log and in a series."""
+    _issue_at(authority, files, now=datetime.now(UTC) + shift, days=10)
+    port, metrics_port = free_port(), free_port()
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(argv(files, port, metrics_port), stdout=out, stderr=err)
+    webhook = Webhook(proc, port, metrics_port, stdout, stderr, files.ca)
+    try:
+        webhook.wait_for_event("started", timeout=15)
+        (line,) = [e for e in webhook.logs() if e["event"] == f"certificate_{problem}"]
+        problems = _problems(webhook)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            webhook.request("GET", "/healthz")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+    assert line["level"] == level
+    assert "not_after" in line
+    assert problems == {name: float(name == problem) for name in problems}
+
+
+def test_a_certificate_expiring_within_the_warning_period_is_warned_about(
+    launch: Launch, files: Files, authority: Authority
+):
+    _issue_at(authority, files, now=datetime.now(UTC), days=3)
+    warned = launch("--cert-validity-warning=96h")
+    silent = launch("--cert-validity-warning=48h")
+    never = launch("--cert-validity-warning=0")
+
+    (line,) = [e for e in warned.logs() if e["event"] == "certificate_expiring_soon"]
+    assert line["level"] == "warning"
+    assert _problems(warned)["expiring_soon"] == 1
+    for quiet in (silent, never):
+        assert not [e for e in quiet.logs() if e["event"].startswith("certificate_ex")]
+        assert _problems(quiet) == {"expired": 0, "not_yet_valid": 0, "expiring_soon": 0}
+
+
+def test_a_default_certificate_gets_no_validity_warning(launch: Launch):
+    webhook = launch()
+
+    assert not [e for e in webhook.logs() if e["event"].startswith("certificate_ex")]
+    assert _problems(webhook) == {"expired": 0, "not_yet_valid": 0, "expiring_soon": 0}

@@ -20,16 +20,24 @@ import hashlib
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 
 from webhook.config import CIPHER_SUITES
 from webhook.errors import ConfigError
 
-__all__ = ["CertificateReloader", "client_names", "server_context"]
+__all__ = [
+    "CertificateReloader",
+    "LoadedCertificate",
+    "ValidityProblem",
+    "client_names",
+    "server_context",
+]
+
+ValidityProblem = Literal["expired", "not_yet_valid", "expiring_soon"]
 
 _VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -72,6 +80,18 @@ class LoadedCertificate:
     digest: str
     serial: int
     not_after: datetime
+    not_before: datetime
+
+    def problem(self, now: datetime, warn_within: float) -> ValidityProblem | None:
+        """What a TLS client would refuse now, or what it will refuse within `warn_within`
+        seconds (0: never warn ahead)."""
+        if now >= self.not_after:
+            return "expired"
+        if now < self.not_before:
+            return "not_yet_valid"
+        if warn_within and now + timedelta(seconds=warn_within) >= self.not_after:
+            return "expiring_soon"
+        return None
 
 
 def _read_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes]:
@@ -154,7 +174,9 @@ class CertificateReloader:
             # The first load: the listening context requires the same client CAs.
             self.context.load_verify_locations(self._client_ca)
         self._active = active
-        self.current = LoadedCertificate(digest, parsed.serial_number, parsed.not_valid_after_utc)
+        self.current = LoadedCertificate(
+            digest, parsed.serial_number, parsed.not_valid_after_utc, parsed.not_valid_before_utc
+        )
         self._last_seen = digest
         return self.current
 

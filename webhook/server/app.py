@@ -3,11 +3,15 @@
 The handler knows HTTP; everything about admission goes through the pure `reviews` and
 `mutation` modules. Errors in the webhook request itself are HTTP 4xx with a JSON body, so the
 API server applies the webhook's failurePolicy instead of denying the Pod
-(docs/compatibility.md, 2b); an unexpected exception is a logged 500.
+(docs/compatibility.md, 2b); an unexpected exception is a logged 500. A client that goes away
+is not an error of ours: it is logged (`client_aborted`) and counted, without a traceback.
+Connection handling (limits, timeouts, `Connection: close` while stopping) is in
+connections.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -17,7 +21,7 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.admission.extensions import Extensions, Extras, extend
@@ -29,14 +33,20 @@ from webhook.admission.wire import LookupPath
 from webhook.certificates.serving import CertificateReloader
 from webhook.config import Config
 from webhook.errors import BadReview
-from webhook.server.metrics import Metrics
+from webhook.server.encodings import ACCEPTED, BodyError, coding, decode
+from webhook.server.metrics import AbortPhase, Metrics
 from webhook.sources.associations import with_association_role
 from webhook.sources.store import Store
 
-__all__ = ["MAX_BODY", "Webhook", "make_metrics_app", "make_webhook_app"]
+__all__ = ["HANDLER_ARGS", "MAX_BODY", "Webhook", "make_metrics_app", "make_webhook_app"]
 
 MAX_BODY = 4 * 1024 * 1024
-"""The API server limits request bodies to 3 MiB; a review wraps one Pod, so 4 MiB is ample."""
+"""The API server limits request bodies to 3 MiB; a review wraps one Pod, so 4 MiB is ample.
+The limit applies to the body as sent and, for a compressed body, to what it inflates to."""
+KEEP_ALIVE_BODY = 32 * 1024
+"""A larger body (reviews are a few KiB) gets its answer with `Connection: close`."""
+HANDLER_ARGS = {"auto_decompress": False}
+"""aiohttp's connection settings for the TLS app: bodies are decoded by `encodings`."""
 
 log = structlog.get_logger("webhook")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,6 +67,8 @@ class Webhook:
     """Whether the registered caBundle trusts the served certificate; None: not checked."""
     stopped_tasks: set[str] = field(default_factory=set)
     """Background loops that died (certificate reload, file polls, caBundle watch)."""
+    draining: bool = False
+    """Stopping: /readyz says 503."""
 
     @property
     def ready(self) -> bool:
@@ -66,6 +78,7 @@ class Webhook:
             and self.store.ready
             and self.ca_bundle_trusted is not False
             and not self.stopped_tasks
+            and not self.draining
         )
 
 
@@ -76,22 +89,42 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+class ClientAborted(Exception):
+    """The client closed its connection before its request was read or answered."""
+
+    def __init__(self, phase: AbortPhase, error: str) -> None:
+        super().__init__(error)
+        self.phase = phase
+
+
+def _aborted(hook: Webhook, request: web.Request, phase: AbortPhase, error: str) -> web.Response:
+    hook.metrics.client_aborts_counter(phase)
+    log.info("client_aborted", phase=phase, path=request.path, error=error)
+    return web.Response(status=499)  # never sent: nobody is listening
+
+
 @web.middleware
 async def instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Upstream's request metrics for /mutate, JSON errors, and a logged 500 for bugs."""
+    """Upstream's request metrics for /mutate, JSON errors, a logged 500 for bugs, and client
+    aborts apart."""
+    hook = request.app[WEBHOOK]
     started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         response = _error(exc.status, exc.reason)
+    except ClientAborted as exc:
+        return _aborted(hook, request, exc.phase, str(exc))
     except Exception:
         log.exception("internal_error", path=request.path, method=request.method)
         response = _error(500, "internal error; see the webhook's log")
         if request.path == "/mutate":
-            request.app[WEBHOOK].metrics.internal_error()
+            hook.metrics.internal_error()
     if request.path == "/mutate":
-        metrics = request.app[WEBHOOK].metrics
-        metrics.observe_request(
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return _aborted(hook, request, "answer", "the connection closed before the answer")
+        hook.metrics.observe_request(
             request.method, request.path, response.status, time.perf_counter() - started
         )
     return response
@@ -180,10 +213,29 @@ async def mutate(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         shown = request.headers.get("Content-Type", "no Content-Type")
         return _reject(hook, 415, f"expected Content-Type application/json, got {shown}", started)
+    raw = b""
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _reject(hook, 413, f"the body is larger than {MAX_BODY} bytes", started)
+        encoded = coding(request.headers.get("Content-Encoding"))
+        raw = await _read_body(request, hook.config.limits.body_timeout)
+        body = raw if encoded is None else decode(raw, encoded, MAX_BODY)
+    except BodyError as exc:
+        response = _reject(hook, exc.status, str(exc), started)
+        if exc.status == 415:
+            response.headers["Accept-Encoding"] = ACCEPTED
+        elif exc.status in (408, 413) and not raw:
+            # The rest of the body may still come: read and dropped, not inflated (connections.py),
+            # and the connection is not kept.
+            response.force_close()
+    else:
+        response = await _admit(hook, body, started)
+    if len(raw) > KEEP_ALIVE_BODY:
+        # The TLS layer's read buffer keeps the pages such a body touched for as long as the
+        # connection lives; a new connection starts small.
+        response.force_close()
+    return response
+
+
+async def _admit(hook: Webhook, body: bytes, started: float) -> web.Response:
     try:
         review = orjson.loads(body)
     except orjson.JSONDecodeError as exc:  # also absurdly deep nesting
@@ -197,13 +249,44 @@ async def mutate(request: web.Request) -> web.Response:
         return _reject(hook, 400, str(exc), started)
     extras = await _extend(hook, admission, decision) if hook.extensions.active else None
     judged = verdict(decision, extras)
-    body = dumps(respond(admission, answer(decision, extras)))
+    answered = dumps(respond(admission, answer(decision, extras)))
     seconds = time.perf_counter() - started
     hook.metrics.record(
         judged, method=decision.method, lookup=lookup, seconds=seconds, extras=extras
     )
     _log_admission(admission, decision, judged, lookup, seconds, extras)
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=answered, content_type="application/json")
+
+
+async def _read_body(request: web.Request, within: float) -> bytes:
+    """The body as sent, at most MAX_BODY bytes. Raises BodyError (400, 408, 413) or
+    ClientAborted. Read here rather than with request.read(), which keeps a copy on the request
+    and so on the idle keep-alive connection until its next request."""
+    if (request.content_length or 0) > MAX_BODY:  # said in the headers: not worth reading
+        raise BodyError(413, f"the body is larger than {MAX_BODY} bytes")
+    content = request.content
+    try:
+        if content.is_eof():  # the usual case: the body came with the headers
+            return await _read_all(content)
+        async with asyncio.timeout(within):
+            return await _read_all(content)
+    except TimeoutError:
+        raise BodyError(408, f"the body did not arrive within {within:g} s") from None
+    except web.RequestPayloadError as exc:  # a malformed chunked body, for instance
+        raise BodyError(400, f"the body could not be read: {exc}") from None
+    except OSError as exc:  # ConnectionResetError and friends: the client went away
+        raise ClientAborted("body", str(exc) or type(exc).__name__) from None
+
+
+async def _read_all(content: StreamReader) -> bytes:
+    chunks = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyError(413, f"the body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -214,6 +297,8 @@ async def readyz(request: web.Request) -> web.Response:
     hook = request.app[WEBHOOK]
     if hook.ready:
         return web.Response(text="ok")
+    if hook.draining:
+        return web.Response(status=503, text="not ready: shutting down")
     missing = []
     if hook.certificates is not None and hook.certificates.current is None:
         missing.append("certificates not loaded")
@@ -234,7 +319,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 def make_webhook_app(hook: Webhook) -> web.Application:
     """The TLS app: /mutate, /healthz, /readyz."""
-    app = web.Application(middlewares=[instrument], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[instrument], client_max_size=MAX_BODY, handler_args=HANDLER_ARGS
+    )
     app[WEBHOOK] = hook
     app.router.add_route("*", "/mutate", mutate)
     app.router.add_get("/healthz", healthz)

@@ -1,8 +1,12 @@
 """Start-up, serving and graceful shutdown of the webhook process.
 
-Two listeners, as upstream: HTTPS on --port for admission and health, plain HTTP on
---metrics-port for /metrics. SIGTERM or SIGINT stops accepting, lets in-flight requests finish
-(at most 10 s, upstream's timeout) and exits 0; a second signal exits at once.
+Two listeners, as upstream: HTTPS on --port for admission and health (connections.py: limits,
+timeouts and the drain), plain HTTP on --metrics-port for /metrics. A stop loses nothing the
+API server sent: on SIGTERM /readyz says 503 and everything else goes on as usual for
+--shutdown-delay, while the endpoint removal reaches every API server; then the drain
+(connections.py) answers each connection's next request with `Connection: close`, closes the
+listener and quiet connections, and waits for the rest (at most 10 s, upstream's timeout);
+exit 0. SIGINT skips the delay; a second signal exits at once with status 1.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import contextlib
 import dataclasses
 import functools
 import os
+import resource
 import signal
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from ssl import SSLContext
 
 import structlog
 from aiohttp import web
@@ -29,9 +35,11 @@ from webhook.config import Config
 from webhook.errors import ApiError, ConfigError, WebhookError
 from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
-from webhook.server.app import Webhook, make_metrics_app, make_webhook_app
+from webhook.server.allocator import fix_mmap_threshold, trim_after_closes
+from webhook.server.app import HANDLER_ARGS, Webhook, make_metrics_app, make_webhook_app
 from webhook.server.audit import start_auditor
 from webhook.server.clients import require_client_certificates
+from webhook.server.connections import GuardedSite
 from webhook.server.metrics import Metrics
 from webhook.sources.associations import AssociationSource
 from webhook.sources.files import PolledFile, file_sources
@@ -41,12 +49,33 @@ from webhook.telemetry import production_registry
 
 __all__ = ["serve"]
 
-SHUTDOWN_TIMEOUT = 10.0
 log = structlog.get_logger("webhook")
+# What runner.cleanup waits for after the drain has had its time: only stragglers are left.
+_CLEANUP_TIMEOUT = 1.0
+
+
+def _check_validity(loaded: LoadedCertificate, warn_within: float) -> None:
+    """A log line for a certificate the API server refuses, or will refuse soon (the metric
+    pod_identity_webhook_certificate_problem says the same at every scrape)."""
+    problem = loaded.problem(datetime.now(UTC), warn_within)
+    if problem is None:
+        return
+    details = {
+        "expired": "the API server refuses it: every admission fails",
+        "not_yet_valid": "the API server refuses it until then (a clock skew?)",
+        "expiring_soon": "renew it before it expires",
+    }
+    (log.warning if problem == "expiring_soon" else log.error)(
+        f"certificate_{problem}",
+        serial=f"{loaded.serial:x}",
+        not_before=str(loaded.not_before),
+        not_after=str(loaded.not_after),
+        detail=details[problem],
+    )
 
 
 def _report_certificate(
-    metrics: Metrics,
+    metrics: Metrics, warn_within: float
 ) -> Callable[[LoadedCertificate | None, Exception | None], None]:
     def report(loaded: LoadedCertificate | None, error: Exception | None) -> None:
         if loaded is not None:
@@ -55,6 +84,7 @@ def _report_certificate(
             log.info(
                 "certificate_reloaded", serial=f"{loaded.serial:x}", not_after=str(loaded.not_after)
             )
+            _check_validity(loaded, warn_within)
         else:
             metrics.certificate_reloads.labels("error").inc()
             log.error(
@@ -94,6 +124,8 @@ async def serve(config: Config) -> int:
     order: the listeners first (in-flight requests finish), then the loops, then the watches.
     """
     config = await _with_instance_account(config)
+    _raise_file_limit(config.limits.max_connections)
+    fix_mmap_threshold()  # allocator.py: TLS read buffers are returned when a connection closes
     store = Store(config.mutation)
     metrics = Metrics(production_registry())
     metrics.watch_store(store)
@@ -106,19 +138,7 @@ async def serve(config: Config) -> int:
             config = dataclasses.replace(
                 config, tls_cert=str(bootstrap.cert_path), tls_key=str(bootstrap.key_path)
             )
-        context = server_context(config.tls_min_version, config.tls_cipher_suites)
-        certificates = CertificateReloader(
-            context,
-            config.tls_cert,
-            config.tls_key,
-            on_reload=_report_certificate(metrics),
-            client_ca=config.client_ca_file,
-            factory=functools.partial(
-                server_context, config.tls_min_version, config.tls_cipher_suites
-            ),
-        )
-        loaded = certificates.load()
-        metrics.certificate_expiry.set(loaded.not_after.timestamp())
+        context, certificates, loaded = _serving_certificate(config, metrics)
         _check_certificate_names(config)
         associations = AssociationSource(store) if config.pod_identity_associations else None
         polled = file_sources(config, store, metrics.source_reloads_counter, associations)
@@ -167,12 +187,15 @@ async def serve(config: Config) -> int:
             loops.append(("pod-audit", auditor.run))
         for name, run in loops:
             await stack.enter_async_context(background(hook, name, run))
-        stop = asyncio.Event()
+        stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         stack.callback(_install_signal_handlers(stop))
         webhook_app, metrics_app = make_webhook_app(hook), make_metrics_app(hook)
         require_client_certificates(webhook_app, metrics_app, config)
-        await _listen(stack, webhook_app, config.port, context)
-        await _listen(stack, metrics_app, config.metrics_port, None)
+        site = await _listen_tls(stack, hook, webhook_app, context)
+        await stack.enter_async_context(
+            background(hook, "memory-trim", lambda: trim_after_closes(lambda: site.closed_total))
+        )
+        await _listen(stack, metrics_app, config.metrics_port)
         log.info(
             "started",
             port=config.port,
@@ -183,10 +206,49 @@ async def serve(config: Config) -> int:
             policy=config.policy_file or None,
             rules=[rule.name for rule in extensions.rules] or None,
         )
-        await stop.wait()
-        log.info("shutting_down", timeout_seconds=SHUTDOWN_TIMEOUT)
+        signal_name = await stop
+        await _drain(
+            hook, site, delay=config.limits.shutdown_delay if signal_name == "SIGTERM" else 0
+        )
     log.info("stopped")
     return 0
+
+
+def _serving_certificate(
+    config: Config, metrics: Metrics
+) -> tuple[ssl.SSLContext, CertificateReloader, LoadedCertificate]:
+    """The listening context with the serving pair loaded (and reloaded), its metrics, and a
+    word at start-up when a TLS client would refuse it now or soon."""
+    context = server_context(config.tls_min_version, config.tls_cipher_suites)
+    certificates = CertificateReloader(
+        context,
+        config.tls_cert,
+        config.tls_key,
+        on_reload=_report_certificate(metrics, config.cert_validity_warning),
+        client_ca=config.client_ca_file,
+        factory=functools.partial(server_context, config.tls_min_version, config.tls_cipher_suites),
+    )
+    loaded = certificates.load()
+    metrics.certificate_expiry.set(loaded.not_after.timestamp())
+    metrics.watch_certificate(lambda: certificates.current, config.cert_validity_warning)
+    _check_validity(loaded, config.cert_validity_warning)
+    return context, certificates, loaded
+
+
+async def _drain(hook: Webhook, site: GuardedSite, *, delay: float) -> None:
+    """Lose no request on the way out (the module's docstring says how)."""
+    limits = hook.config.limits
+    hook.draining = True
+    log.info(
+        "shutting_down",
+        delay_seconds=delay,
+        timeout_seconds=limits.shutdown_timeout,
+        open_connections=site.open_connections,
+    )
+    await asyncio.sleep(delay)
+    left = await site.drain(limits.shutdown_timeout)
+    if left:
+        log.warning("drain_timed_out", open_connections=left, action="closing them")
 
 
 @contextlib.asynccontextmanager
@@ -217,13 +279,52 @@ async def background(
             await task
 
 
-async def _listen(
-    stack: contextlib.AsyncExitStack, app: web.Application, port: int, ssl: SSLContext | None
-) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+async def _listen(stack: contextlib.AsyncExitStack, app: web.Application, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CLEANUP_TIMEOUT)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, port=port, ssl_context=ssl, reuse_address=True).start()
+    await web.TCPSite(runner, port=port, reuse_address=True).start()
+
+
+async def _listen_tls(
+    stack: contextlib.AsyncExitStack,
+    hook: Webhook,
+    app: web.Application,
+    context: ssl.SSLContext,
+) -> GuardedSite:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CLEANUP_TIMEOUT)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    metrics = hook.metrics
+    site = GuardedSite(
+        runner,
+        hook.config.port,
+        context,
+        hook.config.limits,
+        handler_args=HANDLER_ARGS,
+        on_close=metrics.connection_closed,
+    )
+    await site.start()
+    metrics.open_connections.set_function(lambda: site.open_connections)
+    return site
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Every connection is a file descriptor. Raise the soft limit to the hard one, as Go's
+    runtime does for upstream, and say so when even that leaves little room."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    # Certificate and source reloads, the API client, the metrics port: a few dozen more.
+    if soft != resource.RLIM_INFINITY and soft < connections + 64:
+        log.warning(
+            "file_limit_low",
+            limit=soft,
+            max_connections=connections,
+            detail="lower --max-connections or raise the open-file limit",
+        )
 
 
 async def _with_instance_account(config: Config) -> Config:
@@ -292,16 +393,17 @@ def _check_certificate_names(config: Config) -> None:
         )
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
-    """SIGTERM/SIGINT set `stop`; a second one exits at once. Returns the uninstaller."""
+def _install_signal_handlers(stop: asyncio.Future[str]) -> Callable[[], None]:
+    """SIGTERM/SIGINT resolve `stop` with the signal's name; a second one exits at once.
+    Returns the uninstaller."""
     loop = asyncio.get_running_loop()
 
     def on_signal(name: str) -> None:
-        if stop.is_set():
+        if stop.done():
             log.warning("second_signal", signal=name, action="exiting now")
             os._exit(1)
         log.info("signal", signal=name)
-        stop.set()
+        stop.set_result(name)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)

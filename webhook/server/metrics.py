@@ -9,8 +9,9 @@ own and are exposed untyped under their bare names. Our own series follow ordina
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, get_args
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,8 +27,12 @@ from prometheus_client.registry import Collector
 from webhook.admission.extensions import Extras
 from webhook.admission.verdicts import Verdict
 from webhook.admission.wire import LookupPath, Method
+from webhook.certificates.serving import LoadedCertificate, ValidityProblem
 
-__all__ = ["Metrics"]
+__all__ = ["AbortPhase", "Metrics"]
+
+AbortPhase = Literal["body", "answer"]
+"""When a client went away: while its body was read, or before its answer was written."""
 
 # Go's client has no `_created` series; keep the exposition close to upstream's.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -126,6 +131,28 @@ class _StoreCollector(Collector):
             "ServiceAccounts in the webhook's cache.",
             value=len(self._store),
         )
+
+
+class _CertificateCollector(Collector):
+    """Whether the served certificate is expired, not yet valid or expiring soon, judged at
+    each scrape so that the series follows the clock and the reloads."""
+
+    def __init__(self, current: Callable[[], LoadedCertificate | None], warn_within: float) -> None:
+        self._current = current
+        self._warn_within = warn_within
+
+    def collect(self) -> Iterator[Metric]:
+        loaded = self._current()
+        problem = loaded.problem(datetime.now(UTC), self._warn_within) if loaded else None
+        family = GaugeMetricFamily(
+            "pod_identity_webhook_certificate_problem",
+            "1 for what is wrong with the served certificate: expired, not_yet_valid, or "
+            "expiring_soon (within --cert-validity-warning); 0 for the others.",
+            labels=["problem"],
+        )
+        for name in get_args(ValidityProblem):
+            family.add_metric([name], 1 if name == problem else 0)
+        yield family
 
 
 class _AuditCollector(Collector):
@@ -256,6 +283,26 @@ class Metrics:
             ["source", "result"],
             registry=registry,
         )
+        self.client_aborts = Counter(
+            "pod_identity_webhook_client_aborts",
+            "Requests whose client closed the connection while the body was read (body) or "
+            "before the answer was written (answer); not server errors.",
+            ["phase"],
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "pod_identity_webhook_connections_closed",
+            "Connections the webhook closed on its own: header_timeout, evicted (the "
+            "longest-idle one, for a new connection at --max-connections), drained (idle when "
+            "the process stopped).",
+            ["reason"],
+            registry=registry,
+        )
+        self.open_connections = Gauge(
+            "pod_identity_webhook_open_connections",
+            "Open HTTPS connections, TLS handshakes included.",
+            registry=registry,
+        )
         # Children that exist from the start, at 0: rate() and increase() see the first event
         # of a series only if the series was there before it.
         for path in get_args(LookupPath):
@@ -266,9 +313,24 @@ class Metrics:
             self.certificate_reloads.labels(result)
         for outcome, reason in (("rejected", "bad_request"), ("error", "internal_error")):
             self._child(self._admission_children, self.admissions, outcome, reason)
+        for phase in get_args(AbortPhase):
+            self.client_aborts.labels(phase)
+        for close in ("header_timeout", "evicted", "drained"):
+            self.connections_closed.labels(close)
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
+
+    def watch_certificate(
+        self, current: Callable[[], LoadedCertificate | None], warn_within: float
+    ) -> None:
+        self.registry.register(_CertificateCollector(current, warn_within))
+
+    def client_aborts_counter(self, phase: AbortPhase) -> None:
+        self.client_aborts.labels(phase).inc()
+
+    def connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
 
     def watch_auditor(self, auditor: AuditView) -> None:
         """--audit-pods: the Pods without credentials, and what the auditor did about them."""
