@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PORT         ?= 8443
 METRICS_PORT ?= 9999
 
-.PHONY: install test lint fmt check clean run request certs e2e node lock
+.PHONY: install unit test lint fmt check clean run request certs e2e node lock
 
 install: $(STAMP)
 
@@ -20,8 +20,37 @@ $(STAMP): pyproject.toml requirements/dev.txt examples/session-name-rule/pyproje
 	$(BIN)/pip install --quiet --no-deps -e examples/session-name-rule
 	touch $(STAMP)
 
+# The quick loop: unit, property, CLI, HTTP and Pod Identity tests; no API server, real or
+# fake, no node and no outside tools (hypothesis' "fast" profile unless HYPOTHESIS_PROFILE
+# says otherwise).
+unit: install
+	$(BIN)/pytest -q --no-e2e --ignore=tests/kube --ignore=tests/deploy --ignore=tests/monitoring \
+		--ignore=tests/node
+
+# Every tier under coverage, the Python processes the tests start included (coverage's
+# subprocess patch), then two gates: the whole package (fail_under in pyproject.toml) and 100 %
+# of the pure packages (the "pure" import contract's list). rules.py and extensions.py import
+# and run operators' code: not pure.
+PURE     := webhook/admission/*,webhook/podidentity/*,webhook/irsa/*,webhook/certificates/issuing.py,webhook/config.py,webhook/flags.py,webhook/gocompat.py,webhook/aws.py,webhook/errors.py
+NOT_PURE := webhook/admission/rules.py,webhook/admission/extensions.py
+
+# Floors for the other packages (package:percent), about 3 points under what .ci/run's
+# environment measured (agent 88.1, audit 89.3, broker 90.5, certificates 94.6, cli 95.3,
+# server 96.7, sources 89.3), so that work in flight can land; raise them as tests come.
+FLOORS   := agent:85 audit:86 broker:87 certificates:91 cli:92 server:93 sources:86
+
 test: install
-	$(BIN)/pytest --cov=webhook --cov-report=term -q
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
+	@echo "pure packages (100 % required):"
+	$(BIN)/coverage report --include='$(PURE)' --omit='$(NOT_PURE)' --fail-under=100
+	@for floor in $(FLOORS); do \
+		printf 'webhook/%s (floor %s %%): ' "$${floor%:*}" "$${floor#*:}"; \
+		$(BIN)/coverage report --include="webhook/$${floor%:*}/*" --format=total --precision=1 \
+			--fail-under="$${floor#*:}" || exit 1; \
+	done
 
 # Only the end-to-end tier (real kube-apiserver + etcd; tools/kube/build.sh builds them if needed).
 e2e: install
@@ -65,14 +94,14 @@ bench-upstream: install
 	$(BIN)/python benchmarks/upstream/run.py
 
 lint: install
-	$(BIN)/ruff format --check webhook tests examples
-	$(BIN)/ruff check webhook tests examples
+	$(BIN)/ruff format --check webhook tests benchmarks examples
+	$(BIN)/ruff check webhook tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format webhook tests examples
-	$(BIN)/ruff check --fix webhook tests examples
+	$(BIN)/ruff format webhook tests benchmarks examples
+	$(BIN)/ruff check --fix webhook tests benchmarks examples
 
 check: lint test
 
@@ -99,7 +128,7 @@ request:
 	print(json.dumps(json.loads(base64.b64decode(r.get("patch", "W10="))), indent=2))'
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.* htmlcov *.egg-info
 
 # --- images and deployment (see README "Building the image" and "Trying it on kind") ---
 IMAGE        ?= pod-identity-webhook:dev

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Memory the Pod auditor (--audit-pods) keeps per Pod, and the time to judge them.
 
 Builds Pods as the API server lists them (managed fields, status, a defaulted token volume,
@@ -127,7 +128,10 @@ def main() -> None:
     each = time.perf_counter() - started
     started = time.perf_counter()
     judge = Sweep(sources, config)
-    assert findings == sum(judge(pod) is not None for pod in kept.values())
+    if findings != sum(judge(pod) is not None for pod in kept.values()):
+        raise SystemExit(
+            "audit_memory: the sweep and missing() disagree on which Pods lack credentials"
+        )
     sweep = time.perf_counter() - started
     per_pod = grown / len(kept)
     print(f"Pods: {len(kept):,} from {arguments.deployments} Deployments")

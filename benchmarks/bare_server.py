@@ -7,7 +7,7 @@ webhook's throughput is reported as a fraction of it. Same TLS setup as the webh
 the certificate from `pod-identity-webhook certs --local`), keep-alive, no access log.
 
     python benchmarks/bare_server.py --port 8443 --tls-cert certs/tls.crt --tls-key certs/tls.key
-    python benchmarks/bare_server.py ... --uvloop --orjson   # needs uvloop / orjson importable
+    python benchmarks/bare_server.py ... --uvloop --orjson   # the webhook's own loop and JSON
 
 GET /readyz answers "ok"; SIGTERM or SIGINT stops it.
 """
@@ -18,12 +18,28 @@ import argparse
 import json
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+Loads = Callable[[bytes], Any]
+Dumps = Callable[[Any], bytes]
 
-def make_app(loads: Any, dumps: Any) -> web.Application:
+
+def codecs(*, orjson: bool) -> tuple[Loads, Dumps]:
+    if orjson:
+        import orjson as fast
+
+        return fast.loads, fast.dumps
+
+    def dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    return json.loads, dumps
+
+
+def make_app(loads: Loads, dumps: Dumps) -> web.Application:
     async def mutate(request: web.Request) -> web.Response:
         review = loads(await request.read())
         uid = review["request"]["uid"]
@@ -53,16 +69,7 @@ def main() -> int:
     parser.add_argument("--orjson", action="store_true", help="parse and render with orjson")
     args = parser.parse_args()
 
-    if args.orjson:
-        import orjson
-
-        loads, dumps = orjson.loads, orjson.dumps
-    else:
-
-        def dumps(value: Any) -> bytes:
-            return json.dumps(value, separators=(",", ":")).encode()
-
-        loads = json.loads
+    loads, dumps = codecs(orjson=args.orjson)
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

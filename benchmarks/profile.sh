@@ -4,7 +4,7 @@
 #   python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy    # once; not the project's venv
 #   PY_SPY=/tmp/pyspy/bin/py-spy benchmarks/profile.sh                  # the webhook
 #   PY_SPY=... PROFILE_CLASS=small benchmarks/profile.sh   # a request class of pods.py instead of review.json
-#   PY_SPY=... BENCH_TARGET=variant:uvloop+orjson BENCH_EXTRA_PYTHONPATH=/tmp/bench-extra benchmarks/profile.sh
+#   PY_SPY=... BENCH_TARGET=variant:nolog benchmarks/profile.sh           # a variant
 #
 # Server on CPU $BENCH_SERVER_CPU [0], wrk and py-spy on $BENCH_LOAD_CPU [1]; py-spy samples at
 # $PROFILE_RATE [250] Hz for $PROFILE_SECONDS [10] s while wrk runs 4 s longer. Prints the

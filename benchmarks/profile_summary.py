@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # A sample belongs to the first area, in this order, that one of its frames matches (any frame,
@@ -29,7 +30,7 @@ AREAS = (
     ),
     (
         "metrics (prometheus_client, webhook/server/metrics.py)",
-        re.compile(r"prometheus_client/|webhook/metrics\.py"),
+        re.compile(r"prometheus_client/|webhook/server/metrics\.py"),
         False,
     ),
     (
@@ -40,14 +41,18 @@ AREAS = (
     (
         "building the response (respond, patch JSON + base64, response json.dumps)",
         re.compile(
-            r"^(respond|encode_patch|warnings_for|audit_annotations) \(webhook/reviews\.py|"
+            r"^(respond|encode_patch|dumps) \(webhook/admission/reviews\.py|"
+            r"^(answer|warnings_for|audit_annotations) \(webhook/admission/verdicts\.py|"
             r"json/encoder\.py|^dumps \(json/|base64\.py"
         ),
         False,
     ),
     (
         "admission logic (parse_review, decide, store lookups)",
-        re.compile(r"webhook/(mutation|store|annotations|config)\.py|^parse_review "),
+        re.compile(
+            r"webhook/admission/(mutation|patches|entries|notes)\.py|webhook/sources/store\.py|"
+            r"webhook/config\.py|^parse_review "
+        ),
         False,
     ),
     (
@@ -86,55 +91,69 @@ def frame_name(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame.strip())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="summarise a py-spy raw profile")
-    parser.add_argument("raw")
-    parser.add_argument("--top", type=int, default=25)
-    args = parser.parse_args()
+@dataclass
+class Profile:
+    """Sample counts of the busy threads: per function (self and inclusive) and per area."""
 
-    self_time: Counter[str] = Counter()
-    total_time: Counter[str] = Counter()
-    areas: Counter[str] = Counter()
-    samples = idle = 0
-    for line in Path(args.raw).read_text().splitlines():
+    self_time: Counter[str] = field(default_factory=Counter)
+    total_time: Counter[str] = field(default_factory=Counter)
+    areas: Counter[str] = field(default_factory=Counter)
+    samples: int = 0
+    idle: int = 0
+
+
+def area_of(frames: list[str]) -> str:
+    for label, pattern, leaf_only in AREAS:
+        if any(pattern.search(f) for f in (frames[-1:] if leaf_only else frames)):
+            return label
+    return "other"
+
+
+def read_profile(text: str) -> Profile:
+    profile = Profile()
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
         frames = [frame_name(f) for f in stack.split(";")]
         if frames[-1] in IDLE_LEAVES:
-            idle += n
+            profile.idle += n
             continue
-        samples += n
-        self_time[frames[-1]] += n
+        profile.samples += n
+        profile.self_time[frames[-1]] += n
         for name in set(frames):
-            total_time[name] += n
-        for label, pattern, leaf_only in AREAS:
-            if any(pattern.search(f) for f in (frames[-1:] if leaf_only else frames)):
-                areas[label] += n
-                break
-        else:
-            areas["other"] += n
+            profile.total_time[name] += n
+        profile.areas[area_of(frames)] += n
+    return profile
+
+
+def report(profile: Profile, top: int) -> None:
+    samples = profile.samples
 
     def pct(n: int) -> str:
         return f"{100 * n / samples:5.1f} %"
 
-    print(f"{samples} samples ({idle} more from idle pool threads left out)\n")
+    print(f"{samples} samples ({profile.idle} more from idle pool threads left out)\n")
     print("By area (each sample counted once; see AREAS for the order):")
-    for label, n in areas.most_common():
+    for label, n in profile.areas.most_common():
         print(f"  {pct(n)}  {label}")
-    print(f"\nTop {args.top} by self time:")
-    for name, n in self_time.most_common(args.top):
+    print(f"\nTop {top} by self time:")
+    for name, n in profile.self_time.most_common(top):
         print(f"  {pct(n)}  {name}")
-    print(f"\nTop {args.top} by total time (inclusive), below the event loop's dispatch:")
-    shown = 0
-    for name, n in total_time.most_common():
-        if n >= samples * 0.97:  # runpy, main, asyncio.run, run_forever...: every sample
-            continue
+    print(f"\nTop {top} by total time (inclusive), below the event loop's dispatch:")
+    # runpy, main, asyncio.run, run_forever...: in every sample, so left out.
+    below = [(name, n) for name, n in profile.total_time.most_common() if n < samples * 0.97]
+    for name, n in below[:top]:
         print(f"  {pct(n)}  {name}")
-        shown += 1
-        if shown >= args.top:
-            break
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="summarise a py-spy raw profile")
+    parser.add_argument("raw")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    report(read_profile(Path(args.raw).read_text()), args.top)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@
 #   BENCH_WARMUP_SECONDS [2]   unmeasured wrk run before the saturation runs
 #   BENCH_TARGETS ["ours ours-devnull bare"]; also: bare-fast (uvloop + orjson) and
 #       variant:V1+V2 (the webhook through benchmarks/webhook_variant.py, stdout to a file;
-#       V in uvloop, orjson, nolog, nometrics, gcfreeze)
-#   BENCH_EXTRA_PYTHONPATH     where uvloop/orjson are installed, for bare-fast and variants
+#       V in nolog, nometrics, gcfreeze)
+#   BENCH_EXTRA_PYTHONPATH     PYTHONPATH of bare-fast and the variants (modules to try aside)
 #   BENCH_SERVER_CPU [0] / BENCH_LOAD_CPU [1]
 #   BENCH_NICE                 e.g. -20: run the server and the load generators under
 #                              `nice -n`, each in a session of its own (setsid) whose autogroup

@@ -1,8 +1,24 @@
-"""Suite-wide pytest options: the `e2e` marker and choosing whether the e2e tier runs."""
+"""Suite-wide pytest options: the `e2e` marker and choosing whether the e2e tier runs; the
+hypothesis profiles; the signing keys the IRSA tests share."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+from tests.support.irsa import PrivateKey, signing_keys
+
+#: Chooses the hypothesis profile; .ci/run sets it to "full".
+HYPOTHESIS_PROFILE = "HYPOTHESIS_PROFILE"
+
+# Generated inputs build whole Pods and run the real mutation: no per-example deadline (a loaded
+# machine would turn it into flakiness). "fast" keeps `make unit` quick; "full" explores ten
+# times more in CI.
+settings.register_profile("fast", max_examples=100, deadline=None)
+settings.register_profile("full", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE, "fast"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,3 +47,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture
+def keys() -> dict[str, PrivateKey]:
+    """Signing keys of every kind kube-apiserver uses (made once per session)."""
+    return signing_keys()

@@ -24,7 +24,8 @@ from typing import Any
 
 import trustme
 
-from tests.e2e.processes import Process, free_port, wait_until
+from tests.e2e.processes import Process, wait_until
+from tests.support.ports import free_port
 
 SDK_SCRIPT = """
 import json, boto3

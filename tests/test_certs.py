@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.x509 import DNSName, IPAddress
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
@@ -26,7 +27,10 @@ from webhook.certificates.issuing import (
     make_ca,
     make_serving_cert,
     names_cover,
+    needs_renewal,
     service_dns_names,
+    subject_alt_names,
+    trusts,
 )
 from webhook.cli.certs import certs_command
 from webhook.errors import ConfigError
@@ -206,6 +210,117 @@ def test_bad_ca_material_is_a_config_error(ca):
     for helper in (ca_bundle, certificate_expiry, certificate_serial):
         with pytest.raises(ConfigError, match="not a PEM certificate"):
             helper(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+
+
+def _hand_made_ca(
+    key, *, name: str = "hand-made", is_ca: bool = True, key_id: bool = True, signer=None
+) -> bytes:
+    """A CA certificate built without make_ca: another key type, or a missing extension."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+    )
+    if is_ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+    if key_id:
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(ski, critical=False)
+    signing = signer or key
+    digest = None if isinstance(signing, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(signing, digest).public_bytes(serialization.Encoding.PEM)
+
+
+def _pem(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [ed25519.Ed25519PrivateKey.generate(), rsa.generate_private_key(65537, 2048)],
+    ids=["ed25519", "rsa"],
+)
+def test_a_ca_of_another_key_type_issues_certificates_it_is_trusted_for(key):
+    ca_pem = _hand_made_ca(key)
+    leaf, _ = make_serving_cert(ca_pem, _pem(key), dns_names=["hook.ns.svc"], now=NOW)
+    assert trusts(ca_pem, leaf)
+    assert not trusts(make_ca(now=NOW)[0], leaf)
+
+
+def test_a_ca_without_a_key_identifier_is_named_by_its_public_key():
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, _ = make_serving_cert(
+        _hand_made_ca(key, key_id=False), _pem(key), dns_names=["a"], now=NOW
+    )
+    cert = x509.load_pem_x509_certificate(leaf)
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki == x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+
+
+def test_ca_material_that_cannot_issue_is_refused():
+    key = ec.generate_private_key(ec.SECP256R1())
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    x25519_key = x25519.X25519PrivateKey.generate()
+    cases = [
+        (_hand_made_ca(key), encrypted, "CA key is encrypted"),
+        (_hand_made_ca(key), _pem(x25519_key), "cannot sign certificates"),
+        (_hand_made_ca(key, is_ca=False), _pem(key), "basicConstraints CA:TRUE is missing"),
+    ]
+    for cert_pem, key_pem, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            make_serving_cert(cert_pem, key_pem, dns_names=["a"], now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"common_name": ""}, "1 to 64 characters"), ({"common_name": "c" * 65}, "1 to 64")],
+)
+def test_bad_ca_names_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_ca(**kwargs, now=NOW)
+
+
+def test_dns_names_must_be_ascii():
+    with pytest.raises(ConfigError, match="punycode"):
+        make_serving_cert(*make_ca(now=NOW), dns_names=["bücher.example"])
+
+
+def test_a_certificate_without_alternative_names_has_none():
+    assert subject_alt_names(_hand_made_ca(ec.generate_private_key(ec.SECP256R1()))) == []
+
+
+def test_renewal_is_due_in_the_last_third_of_a_certificates_life(ca):
+    leaf, _ = make_serving_cert(*ca, dns_names=["a"], days=30, now=NOW)
+    assert not needs_renewal(leaf, NOW + timedelta(days=19))
+    assert needs_renewal(leaf, NOW + timedelta(days=21))
+    assert needs_renewal(b"not a certificate", NOW)
+
+
+def test_a_bundle_trusts_its_ca_the_certificate_itself_and_nothing_else(ca):
+    leaf, _ = make_serving_cert(*ca, dns_names=["a"], now=NOW)
+    other_ca, _ = make_ca(now=NOW)
+    assert trusts(ca[0], leaf)
+    assert trusts(other_ca + ca[0], leaf)
+    assert trusts(leaf, leaf)
+    assert not trusts(other_ca, leaf)
+    assert not trusts(b"garbage", leaf)
+    assert not trusts(ca[0], b"garbage")
+    # Same issuer name, another key: the name alone is not trust.
+    impostor = _hand_made_ca(
+        ec.generate_private_key(ec.SECP256R1()), name="pod-identity-webhook-ca"
+    )
+    assert not trusts(impostor, leaf)
 
 
 # --- the command ----------------------------------------------------------------------------

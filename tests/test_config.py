@@ -140,9 +140,27 @@ def test_mutation_flags_reach_the_mutation_config():
     assert config.mutation.container_credentials.full_uri.startswith("http://[fd00")
 
 
+def test_our_own_flags_reach_the_config():
+    config, _, _ = config_from_argv(
+        ["--cert-validity-days=0x1e", "--log-format=console", "--rule-failure-policy=deny"]
+    )
+    assert (config.cert_validity_days, config.log_format, config.rule_failure_policy) == (
+        30,
+        "console",
+        "deny",
+    )
+
+
 def test_in_cluster_true_is_refused_with_a_pointer():
     with pytest.raises(ConfigError, match="cert-manager"):
         config_from_argv(["--in-cluster"])
+
+
+def test_deleting_pods_needs_the_audit_that_finds_them():
+    with pytest.raises(ConfigError, match="--audit-delete-pods needs --audit-pods"):
+        config_from_argv(["--audit-delete-pods"])
+    config, _, _ = config_from_argv(["--audit-pods", "--audit-delete-pods"])
+    assert (config.audit_pods, config.audit_delete_pods) == (True, True)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +182,9 @@ def test_in_cluster_true_is_refused_with_a_pointer():
         (["--service-account-lookup-grace-period=-1s"], "--service-account-lookup-grace-period"),
         (["--resync-period=0"], "--resync-period"),
         (["--resync-period=-5m"], "--resync-period"),
+        (["--cert-validity-days=0"], "--cert-validity-days"),
+        (["--cert-validity-days=3651"], "--cert-validity-days"),
+        (["--rule-failure-policy=open"], "--rule-failure-policy"),
         (["--annotation-prefix="], "--annotation-prefix"),
         (["--aws-default-region=us west 2"], "--aws-default-region"),
         (["--aws-default-region=us-west-2 "], "--aws-default-region"),

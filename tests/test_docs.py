@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.reviews import decode_patch
 from webhook.admission.endpoints import Endpoints
 from webhook.admission.mutation import Decision
 from webhook.admission.policy import evaluate, parse_policy
@@ -128,7 +129,7 @@ def test_readme_policy_admits_a_permitted_role_with_the_default_expiration(polic
     assert status == 0, err
     assert response["allowed"] is True
     assert "warnings" not in response, response.get("warnings")
-    patch = json.loads(base64.b64decode(response["patch"]))
+    patch = decode_patch(response)
     assert env_of(patch)["AWS_ROLE_ARN"] == "arn:aws:iam::111122223333:role/team-a-app"
     (volume,) = (op for op in patch if op["path"] == "/spec/volumes")
     projection = volume["value"][0]["projected"]["sources"][0]["serviceAccountToken"]
@@ -421,12 +422,18 @@ def test_local_sts_policy_forbids_production_and_audits_ci():
 
 # --- links between the documents -------------------------------------------------------------
 
+COMPATIBILITY = REPO / "docs" / "compatibility.md"
 DOCUMENTS = (
     README,
     MANIFESTS_README,
     IRSA_GUIDE,
+    COMPATIBILITY,
     LOCAL_STS,
     REPO / "charts" / "pod-identity-webhook" / "README.md",
+    REPO / "tests" / "differential" / "README.md",
+    REPO / "CHANGELOG.md",
+    REPO / "CONTRIBUTING.md",
+    REPO / "SECURITY.md",
 )
 
 
@@ -452,3 +459,22 @@ def test_links_point_to_files_and_headings_that_exist(document: Path):
         assert linked.exists(), f"{document.name}: {target}"
         if anchor:
             assert anchor in _anchors(linked.read_text(encoding="utf-8")), f"{target}"
+
+
+# --- docs/compatibility.md: what the code cites ------------------------------------------------
+
+
+def test_code_cites_only_sections_the_compatibility_document_has():
+    sections = set(re.findall(r"^#{2,3} (\d[a-g]?)\. ", COMPATIBILITY.read_text(), re.MULTILINE))
+    assert {"1", "2", "3", "2a", "2b", "2c", "2d", "2e", "2f", "2g"} <= sections
+    cited: dict[str, set[str]] = {}
+    for path in sorted([*(REPO / "webhook").rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
+        text = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(REPO))
+        # The old form, which named a document outside the repository.
+        assert not re.search(r"\(compatibility 2[a-g]\)", text), name
+        found = re.findall(r"docs/compatibility\.md(?:,| section)\s*(\d[a-g]?)\b", text)
+        cited.update({name: set(found)} if found else {})
+    assert cited, "no code cites docs/compatibility.md"
+    unknown = {name: found - sections for name, found in cited.items() if found - sections}
+    assert not unknown

@@ -10,6 +10,7 @@ import jsonpatch
 import pytest
 import yaml
 
+from tests.support.reviews import role_arn
 from webhook.admission.endpoints import (
     CA_BUNDLE_VAR,
     NO_CA_BUNDLE,
@@ -36,7 +37,7 @@ from webhook.errors import ConfigError
 from webhook.sources.manifests import StaticSources
 
 PREFIX = "eks.amazonaws.com/"
-ROLE = "arn:aws:iam::123456789012:role/ci-tests"
+ROLE = role_arn("ci-tests", account="123456789012")
 MOTO = "https://moto.moto.svc:5000"
 
 

@@ -32,9 +32,10 @@ from tests.localsts import (
     run_sdk,
     unverified_token,
 )
+from tests.support.reviews import role_arn
 from webhook.cli import run
 
-ROLE = "arn:aws:iam::123456789012:role/ci-tests"
+ROLE = role_arn("ci-tests", account="123456789012")
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,11 @@ def test_go_base0_integers(text, value):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "abc", "1.5", "08", "1__0", "_1", "1_", "0x", "9223372036854775808", " 1", "1e3"]
+    "text",
+    [
+        *("", "abc", "1.5", "08", "1__0", "_1", "1_", "0x", "9223372036854775808", " 1", "1e3"),
+        *("1_z", "1z_0", "0x_g"),  # what strconv's underscore check refuses besides digits
+    ],
 )
 def test_invalid_go_integers(text):
     with pytest.raises(ValueError):
@@ -99,7 +103,9 @@ def test_go_durations(text, seconds):
         assert parse_go_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "1x", "s", "1.s.", "-", "10 s", "1d"])
+@pytest.mark.parametrize(
+    "text", ["", "5", "1x", "s", "1.s.", "-", "10 s", "1d", "2562048h", "9223372036854775808ns"]
+)
 def test_invalid_go_durations(text):
     with pytest.raises(ValueError):
         parse_go_duration(text)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.support.http import LoopbackServer, QuietHandler
 from webhook.errors import ConfigError
 from webhook.imds import account_and_partition
 
 
-class FakeIMDS(BaseHTTPRequestHandler):
+class FakeIMDS(QuietHandler):
     document: object = {"accountId": "111122223333", "region": "cn-north-1"}
     token_status = 200  # 403: what a metadata service that is turned off (or a proxy) answers
 
@@ -25,33 +24,20 @@ class FakeIMDS(BaseHTTPRequestHandler):
             return
         assert self.path == "/latest/api/token"
         assert self.headers["X-aws-ec2-metadata-token-ttl-seconds"]
-        self._send(b"token-1")
+        self.send_body(b"token-1")
 
     def do_GET(self) -> None:
         if self.headers.get("X-aws-ec2-metadata-token") != "token-1":
             self.send_error(401)
             return
         assert self.path == "/latest/dynamic/instance-identity/document"
-        self._send(json.dumps(self.document).encode())
-
-    def _send(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_body(json.dumps(self.document).encode())
 
 
 @pytest.fixture
 def imds() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeIMDS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(FakeIMDS) as server:
+        yield server.origin
 
 
 def test_account_and_partition_from_the_identity_document(imds, monkeypatch):

@@ -12,6 +12,7 @@ import jsonpatch
 import pytest
 from hypothesis import given, settings
 
+from tests.support.reviews import role_arn
 from tests.test_properties import lowest, pods, setups
 from webhook.admission.entries import parse_service_account
 from webhook.admission.integrity import Finding, Interner, Owner, SlimPod, missing, slim
@@ -21,7 +22,7 @@ from webhook.audit.auditor import deletion_refusal
 from webhook.config import MutationConfig
 from webhook.sources.manifests import StaticSources
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 PREFIX = "eks.amazonaws.com"
 CONFIG = MutationConfig()
 
@@ -150,6 +151,27 @@ def test_malformed_pods_are_skipped_or_reduced_without_a_crash(broken):
     if pod is not None:
         assert [c.name for c in pod.containers] in ([], ["ok"])
         assert missing(pod, sources(), CONFIG) is None  # namespace y has no ServiceAccount
+
+
+def test_the_owner_is_the_controller_reference_with_a_kind_name_and_uid():
+    pod = stored()
+    pod["metadata"]["ownerReferences"] = [
+        "junk",
+        {"kind": "Node", "name": "n1", "uid": "u1"},  # not the controller
+        {"controller": True, "kind": 5, "name": "rs", "uid": "u2"},  # malformed
+        CONTROLLER,
+    ]
+    kept = slim(pod, PREFIX, Interner())
+    assert kept is not None
+    assert kept.owner == Owner("ReplicaSet", "web-5d9c7f", "rs-uid")
+
+
+def test_a_pod_decide_rejects_is_not_reported_and_does_not_stop_the_sweep():
+    # slim() never makes such a Pod, but missing() runs in the auditor's loop: a SlimPod built
+    # some other way that decide() refuses (a ServiceAccount name that is no string) is judged
+    # as missing nothing instead of raising out of the sweep.
+    odd = slim_pod(service_account=cast("str", 7))
+    assert missing(odd, sources(), CONFIG) is None
 
 
 def test_pods_of_one_template_share_their_containers_and_owner():

@@ -15,9 +15,10 @@ import jsonpatch
 import pytest
 import yaml
 
+from tests.support.reviews import role_arn
 from webhook.cli import run
 
-ROLE = "arn:aws:iam::111122223333:role/shop-web"
+ROLE = role_arn("shop-web")
 LEGACY_ROLE = "arn:aws:iam::111122223333:role/legacy"
 DEFAULT_ROLE = "arn:aws:iam::111122223333:role/default-ns"
 SERVICE_ACCOUNTS = [

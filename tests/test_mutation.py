@@ -8,6 +8,7 @@ import dataclasses
 import jsonpatch
 import pytest
 
+from tests.support.reviews import ROLE
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
 from webhook.admission.mutation import decide
 from webhook.admission.patches import escape_pointer
@@ -18,7 +19,6 @@ from webhook.gocompat import go_path_join
 from webhook.sources.manifests import StaticSources
 
 CONFIG = MutationConfig()
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 
 
 def sources(annotations=None, *, name="app", namespace="default", **kwargs) -> StaticSources:
@@ -259,3 +259,22 @@ def test_compose_config_does_not_touch_config_map_roles():
     cm = {"default/app": ConfigMapEntry("bare-name", "sts.amazonaws.com", False, 86400)}
     decision = decide(pod(), namespace="default", sources=sources(config_map=cm), config=config)
     assert decision.role_arn == "bare-name"
+
+
+def test_unnamed_env_entries_mounts_and_volumes_count_as_the_empty_name():
+    """An entry without a name is not a bad Pod (the API server defaults or refuses it); it
+    is a name nobody asks for, so the credentials, the mount and the volume are still added."""
+    unnamed = pod(
+        containers=[{"name": "c", "env": [{"value": "x"}], "volumeMounts": [{"mountPath": "/m"}]}],
+        volumes=[{"emptyDir": {}}],
+    )
+    decision = decide(
+        unnamed,
+        namespace="default",
+        sources=sources({"eks.amazonaws.com/role-arn": ROLE}),
+        config=CONFIG,
+    )
+    paths = [op["path"] for op in decision.patch]
+    assert "/spec/volumes/0" in paths
+    assert "/spec/containers/0/volumeMounts/-" in paths
+    assert "/spec/containers/0/env/-" in paths

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import yaml
 
+from tests.support.reviews import role_arn
 from webhook.admission.mutation import Decision
 from webhook.admission.policy import PolicyError, evaluate, parse_policy
 
-ROLE = "arn:aws:iam::111122223333:role/team-a-reader"
+TEAM_A_ROLE = role_arn("team-a-reader")
 
 
 def decision(**changes) -> Decision:
@@ -19,7 +20,7 @@ def decision(**changes) -> Decision:
         reason="injected",
         method="sts_web_identity",
         role_source="service-account",
-        role_arn=ROLE,
+        role_arn=TEAM_A_ROLE,
         namespace="team-a",
         name="app",
         entry=None,
@@ -40,12 +41,16 @@ def rule(**fields) -> str:
     [
         (
             {"roleArns": ["arn:aws:iam::111122223333:role/team-a-*"]},
-            ROLE,
+            TEAM_A_ROLE,
             "arn:aws:iam::111122223333:role/admin",
         ),
-        ({"accounts": ["111122223333"]}, ROLE, "arn:aws:iam::999988887777:role/team-a-reader"),
-        ({"partitions": ["aws"]}, ROLE, "arn:aws-cn:iam::111122223333:role/team-a-reader"),
-        ({"accounts": ["111122223333"]}, ROLE, "not-an-arn"),
+        (
+            {"accounts": ["111122223333"]},
+            TEAM_A_ROLE,
+            "arn:aws:iam::999988887777:role/team-a-reader",
+        ),
+        ({"partitions": ["aws"]}, TEAM_A_ROLE, "arn:aws-cn:iam::111122223333:role/team-a-reader"),
+        ({"accounts": ["111122223333"]}, TEAM_A_ROLE, "not-an-arn"),
     ],
 )
 def test_role_constraints(fields, good, bad):
@@ -156,3 +161,9 @@ def test_invalid_policies_are_refused_with_the_place(text, message):
 
 def test_an_empty_file_is_an_empty_policy():
     assert parse_policy("").rules == ()
+
+
+def test_a_single_string_stands_for_a_list_of_one():
+    text = "rules: [{name: r, namespaces: team-a, mode: enforce, accounts: '111122223333'}]"
+    (only,) = parse_policy(text).rules
+    assert (only.namespaces, only.accounts) == (("team-a",), ("111122223333",))

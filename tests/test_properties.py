@@ -7,7 +7,8 @@ import dataclasses
 from typing import Any
 
 import jsonpatch
-from hypothesis import given, settings
+import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
@@ -72,7 +73,7 @@ def container(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def pods(draw: st.DrawFn) -> dict[str, Any]:
+def pod_annotations(draw: st.DrawFn) -> dict[str, str]:
     annotations = {}
     if draw(st.booleans()):
         annotations["eks.amazonaws.com/skip-containers"] = draw(
@@ -94,7 +95,12 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         annotations[f"eks.amazonaws.com/container-role-arn.{draw(NAMES)}"] = draw(
             st.sampled_from(["arn:aws:iam::111122223333:role/own", "", "own"])
         )
-    metadata: dict[str, Any] = {"name": "p", "annotations": annotations}
+    return annotations
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "p", "annotations": draw(pod_annotations())}
     labels = draw(
         st.sampled_from([None, "absent", {}, {"a": "b"}, {POD_IDENTITY_LABEL: "enabled"}])
     )
@@ -122,6 +128,36 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def service_account_annotations(draw: st.DrawFn) -> dict[str, str]:
+    annotations: dict[str, str] = {}
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/role-arn"] = draw(
+            st.sampled_from(["arn:aws:iam::111122223333:role/r", ""])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/sts-regional-endpoints"] = draw(
+            st.sampled_from(["true", "false", "x"])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/audience"] = draw(st.sampled_from(["", "aud"]))
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/region"] = draw(st.sampled_from(["", "eu-west-1"]))
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/role-session-name"] = draw(
+            st.sampled_from(["", "from-sa", "x"])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/sts-endpoint-url"] = draw(
+            st.sampled_from(["", "http://localstack.ci:4566", "ftp://x", "https://u:p@h"])
+        )
+    if draw(st.booleans()):
+        annotations["eks.amazonaws.com/ca-bundle-config-map"] = draw(
+            st.sampled_from(["", "local-ca", "local-ca/root.pem", "Not/A/Name"])
+        )
+    return annotations
+
+
+@st.composite
 def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
     config = MutationConfig(
         region=draw(st.sampled_from(["", "us-west-2"])),
@@ -137,31 +173,7 @@ def setups(draw: st.DrawFn) -> tuple[StaticSources, MutationConfig]:
     )
     sources = StaticSources()
     if draw(st.booleans()):
-        annotations = {}
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/role-arn"] = draw(
-                st.sampled_from(["arn:aws:iam::111122223333:role/r", ""])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/sts-regional-endpoints"] = draw(
-                st.sampled_from(["true", "false", "x"])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/audience"] = draw(st.sampled_from(["", "aud"]))
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/region"] = draw(st.sampled_from(["", "eu-west-1"]))
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/role-session-name"] = draw(
-                st.sampled_from(["", "from-sa", "x"])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/sts-endpoint-url"] = draw(
-                st.sampled_from(["", "http://localstack.ci:4566", "ftp://x", "https://u:p@h"])
-            )
-        if draw(st.booleans()):
-            annotations["eks.amazonaws.com/ca-bundle-config-map"] = draw(
-                st.sampled_from(["", "local-ca", "local-ca/root.pem", "Not/A/Name"])
-            )
+        annotations = draw(service_account_annotations())
         sources.service_accounts["default/app"] = parse_service_account(annotations, config)
     if draw(st.booleans()):
         key = draw(st.sampled_from(["default/app", "*/app", "other/app"]))
@@ -194,7 +206,8 @@ def lowest(low: int, high: int) -> int:
     return low
 
 
-@settings(max_examples=400, deadline=None)
+# The "full" profile (CI) generates 1,000 Pods: minutes under coverage on a busy machine.
+@pytest.mark.timeout(600)
 @given(pods(), setups())
 def test_patch_is_additive_applicable_and_idempotent(pod, setup):
     sources, config = setup

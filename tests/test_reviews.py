@@ -10,7 +10,7 @@ import pytest
 
 from webhook.admission.mutation import Decision
 from webhook.admission.notes import Note
-from webhook.admission.reviews import parse_review, respond
+from webhook.admission.reviews import dumps, parse_review, respond
 from webhook.admission.verdicts import answer as answer_for
 from webhook.admission.verdicts import warnings_for
 from webhook.errors import BadReview, InvalidPod
@@ -146,3 +146,12 @@ def test_warnings_only_for_notes_worth_a_kubectl_line():
     assert warnings[0] == "pod-identity-webhook: container a skipped by annotation"
     assert len(warnings) == 2
     assert len(warnings[1]) == 120
+
+
+def test_a_pod_without_metadata_has_no_name():
+    assert parse_review({"request": {"uid": "u", "object": {"spec": {}}}}).pod_name == ""
+
+
+def test_integers_beyond_64_bits_are_still_written():
+    # orjson refuses them; an extension rule may add one, and the answer must still be JSON.
+    assert json.loads(dumps({"big": 2**70, "text": "é"})) == {"big": 2**70, "text": "é"}

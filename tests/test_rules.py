@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
+from tests.support.reviews import ROLE
 from webhook.admission.entries import parse_service_account
 from webhook.admission.extensions import Extensions, extend
 from webhook.admission.mutation import decide
@@ -21,7 +22,6 @@ from webhook.errors import ConfigError
 from webhook.sources.manifests import StaticSources
 
 CONFIG = MutationConfig()
-ROLE = "arn:aws:iam::111122223333:role/app"
 SAMPLE = "tests.rulesdata.sample"
 
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 import yaml
 
+from tests.support.reviews import role_arn
 from webhook.admission.entries import parse_service_account
 from webhook.admission.mutation import Decision, decide
 from webhook.admission.policy import PolicyError, evaluate, parse_policy
@@ -21,8 +22,8 @@ from webhook.config import MutationConfig, config_from_argv
 from webhook.errors import ConfigError
 from webhook.sources.manifests import StaticSources
 
-ROLE = "arn:aws:iam::111122223333:role/app"
-SHIPPER = "arn:aws:iam::111122223333:role/log-shipper"
+ROLE = role_arn("app")
+SHIPPER = role_arn("log-shipper")
 PREFIX = "eks.amazonaws.com"
 
 

@@ -11,6 +11,7 @@ types, methods and paths; oversized bodies.
     python benchmarks/robustness/fuzz.py --count 20 --seed 1   # prints a summary of N cases
 """
 
+# ruff: noqa: INP001  (a module of the robustness scripts, imported beside them, not a package)
 from __future__ import annotations
 
 import argparse
@@ -122,41 +123,94 @@ def _mutated(rng: random.Random) -> tuple[bytes, str | None]:
     return json.dumps(review).encode(), uid if isinstance(uid, str) else None
 
 
-def _body_variants(rng: random.Random, raw: bytes) -> tuple[str, bytes, str | None, set[int]]:
+Variant = tuple[str, bytes, str | None, set[int]]
+
+
+@dataclass(frozen=True)
+class _Body:
+    """What every encoding of one body draws from."""
+
+    rng: random.Random
+    raw: bytes
+    packed: bytes
+
+
+def _identity(b: _Body) -> Variant:
+    return "identity", b.raw, None, set()
+
+
+def _gzip(b: _Body) -> Variant:
+    return "gzip", b.packed, b.rng.choice(("gzip", "GZIP", "x-gzip", " gzip ")), set()
+
+
+def _deflated(b: _Body) -> Variant:
+    compressor = zlib.compressobj(wbits=b.rng.choice((zlib.MAX_WBITS, -zlib.MAX_WBITS)))
+    return "deflate", compressor.compress(b.raw) + compressor.flush(), "deflate", set()
+
+
+def _truncated(b: _Body) -> Variant:
+    return "gzip-truncated", b.packed[: b.rng.randrange(1, max(2, len(b.packed)))], "gzip", {400}
+
+
+def _corrupted(b: _Body) -> Variant:
+    broken = bytearray(b.packed)
+    for _ in range(b.rng.randint(1, 8)):
+        broken[b.rng.randrange(len(broken))] = b.rng.randrange(256)
+    return "gzip-corrupt", bytes(broken), "gzip", {400}
+
+
+def _garbage(b: _Body) -> Variant:
+    return "gzip-garbage", b.rng.randbytes(b.rng.randrange(0, 200)), "gzip", {400}
+
+
+def _trailing(b: _Body) -> Variant:
+    return "gzip-trailing", b.packed + b.rng.randbytes(b.rng.randrange(1, 40)), "gzip", {400}
+
+
+def _twice(b: _Body) -> Variant:
+    return "gzip-twice", gzip.compress(b.packed), "gzip", {400}
+
+
+def _listed_twice(b: _Body) -> Variant:
+    return "gzip-gzip", gzip.compress(b.packed), "gzip, gzip", {400, 415}
+
+
+def _unsupported(b: _Body) -> Variant:
+    encoding = b.rng.choice(("br", "zstd", "compress", "bogus", "identity, br", "*", ""))
+    return "unsupported", b.raw, encoding, {415} if encoding else set()
+
+
+def _labelled_identity(b: _Body) -> Variant:
+    return "identity-labelled", b.raw, "identity", set()
+
+
+def _deflate_garbage(b: _Body) -> Variant:
+    return "deflate-garbage", b.rng.randbytes(b.rng.randrange(1, 100)), "deflate", {400}
+
+
+# (upper bound of the roll, how the body is encoded); the bounds are cumulative shares.
+_VARIANTS: tuple[tuple[float, Callable[[_Body], Variant]], ...] = (
+    (0.55, _identity),
+    (0.70, _gzip),
+    (0.75, _deflated),
+    (0.80, _truncated),
+    (0.85, _corrupted),
+    (0.87, _garbage),
+    (0.89, _trailing),
+    (0.90, _twice),
+    (0.91, _listed_twice),
+    (0.95, _unsupported),
+    (0.97, _labelled_identity),
+    (1.01, _deflate_garbage),
+)
+
+
+def _body_variants(rng: random.Random, raw: bytes) -> Variant:
     """An encoding of `raw`: (label, body, Content-Encoding, extra allowed statuses)."""
     roll = rng.random()
     packed = gzip.compress(raw, compresslevel=rng.choice((1, 6, 9)))
-    if roll < 0.55:
-        return "identity", raw, None, set()
-    if roll < 0.70:
-        return "gzip", packed, rng.choice(("gzip", "GZIP", "x-gzip", " gzip ")), set()
-    if roll < 0.75:
-        wbits = rng.choice((zlib.MAX_WBITS, -zlib.MAX_WBITS))
-        compressor = zlib.compressobj(wbits=wbits)
-        return "deflate", compressor.compress(raw) + compressor.flush(), "deflate", set()
-    if roll < 0.80:
-        cut = rng.randrange(1, max(2, len(packed)))
-        return "gzip-truncated", packed[:cut], "gzip", {400}
-    if roll < 0.85:
-        broken = bytearray(packed)
-        for _ in range(rng.randint(1, 8)):
-            broken[rng.randrange(len(broken))] = rng.randrange(256)
-        return "gzip-corrupt", bytes(broken), "gzip", {400}
-    if roll < 0.87:
-        return "gzip-garbage", rng.randbytes(rng.randrange(0, 200)), "gzip", {400}
-    if roll < 0.89:
-        return "gzip-trailing", packed + rng.randbytes(rng.randrange(1, 40)), "gzip", {400}
-    if roll < 0.90:
-        return "gzip-twice", gzip.compress(packed), "gzip", {400}
-    if roll < 0.91:
-        return "gzip-gzip", gzip.compress(packed), "gzip, gzip", {400, 415}
-    if roll < 0.95:
-        encoding = rng.choice(("br", "zstd", "compress", "bogus", "identity, br", "*", ""))
-        allowed = {415} if encoding not in ("",) else set()
-        return "unsupported", raw, encoding, allowed
-    if roll < 0.97:
-        return "identity-labelled", raw, "identity", set()
-    return "deflate-garbage", rng.randbytes(rng.randrange(1, 100)), "deflate", {400}
+    encode = next(encode for bound, encode in _VARIANTS if roll < bound)
+    return encode(_Body(rng, raw, packed))
 
 
 _BOMB_CACHE: dict[int | str, bytes] = {}
@@ -227,7 +281,9 @@ def _http_misuse(rng: random.Random) -> Case:
     choice = rng.choices(range(6), (20, 20, 20, 1, 20, 19))[0]
     if choice == 0:
         content_type = rng.choice(("text/plain", "application/x-www-form-urlencoded", None, "json"))
-        return Case("misuse/content-type", _request(raw, content_type=content_type), frozenset({415}))
+        return Case(
+            "misuse/content-type", _request(raw, content_type=content_type), frozenset({415})
+        )
     if choice == 1:
         method = rng.choice(("GET", "PUT", "DELETE", "PATCH"))
         return Case("misuse/method", _request(raw, method=method), frozenset({405}))
@@ -264,7 +320,7 @@ GENERATORS: tuple[tuple[float, Callable[[random.Random], Case]], ...] = (
 
 
 def corpus(count: int, seed: int) -> list[Case]:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  (a reproducible corpus, not a secret)
     weights = [weight for weight, _ in GENERATORS]
     makers = [maker for _, maker in GENERATORS]
     return [rng.choices(makers, weights)[0](rng) for _ in range(count)]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz import REVIEW, bomb  # noqa: E402
+from fuzz import REVIEW, bomb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
 
 def free_port() -> int:
@@ -294,7 +294,7 @@ async def hold(server: Server, kind: str, closed_at: dict[int, float], key: int,
         elif kind == "body-stall":
             writer.write(
                 b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 1000\r\n\r\n{\"apiVersion\""
+                b'Content-Length: 1000\r\n\r\n{"apiVersion"'
             )
             await writer.drain()
             await reader.read()  # any answer, then EOF
@@ -379,12 +379,12 @@ def abuser(port: int, count: int, ca: str, hold_seconds: float) -> None:
     asyncio.run(main())
 
 
-async def legit(server: Server, timeout: float) -> str:
+async def legit(server: Server, patience: float) -> str:
     started = time.monotonic()
     try:
-        reader, writer = await asyncio.wait_for(server.open(), timeout)
+        reader, writer = await asyncio.wait_for(server.open(), patience)
         writer.write(review_request())
-        status, _, _ = await asyncio.wait_for(read_answer(reader), timeout)
+        status, _, _ = await asyncio.wait_for(read_answer(reader), patience)
         writer.close()
         return f"{status} in {time.monotonic() - started:.1f}s"
     except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -398,11 +398,15 @@ async def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
         ca = str(server.log.parent / "ca.crt")
         per = args.abusive // args.processes
         children = [
-            subprocess.Popen(
-                [sys.executable, __file__, "_abuser", str(server.port), str(per), ca,
-                 str(args.hold)],  # fmt: skip
-                stdout=subprocess.PIPE,
-                text=True,
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "_abuser",
+                str(server.port),
+                str(per),
+                ca,
+                str(args.hold),
+                stdout=subprocess.DEVNULL,
             )
             for _ in range(args.processes)
         ]
@@ -412,7 +416,7 @@ async def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
         answered = sum(1 for r in results if r.startswith("200"))
         for child in children:
             child.send_signal(signal.SIGTERM)
-            child.wait()
+            await child.wait()
         await asyncio.sleep(1)
         events = server.events()
         status, _, _ = await server.get("/healthz")
@@ -450,18 +454,23 @@ class GoLikePool:
         self.closes = 0
         self.statuses: Counter[int] = Counter()
 
-    async def send(self, request: bytes, since: float) -> None:
+    def _reusable(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         while self.idle:
             reader, writer = self.idle.pop()
             if not (reader.at_eof() or writer.is_closing()):
-                break
+                return reader, writer
             writer.close()
-        else:
+        return None
+
+    async def send(self, request: bytes, since: float) -> None:
+        kept = self._reusable()
+        if kept is None:
             try:
-                reader, writer = await asyncio.wait_for(self.server.open(), 5)
+                kept = await asyncio.wait_for(self.server.open(), 5)
             except (OSError, ssl.SSLError, TimeoutError):
                 self.refused += 1  # nothing written: the API server would try another endpoint
                 return
+        reader, writer = kept
         try:
             writer.write(request)
             status, headers, _ = await asyncio.wait_for(read_answer(reader), 15)
@@ -481,7 +490,7 @@ class GoLikePool:
 
 
 async def sigterm_round(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  (a reproducible corpus, not a secret)
     async with webhook(args.flag) as server:
         pool = GoLikePool(server)
         request = review_request()

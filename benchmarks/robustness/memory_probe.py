@@ -8,8 +8,9 @@ out from the heap arenas, bytes free inside them, bytes in mmapped chunks, numbe
 Python's own allocator (sys._debugmallocstats is too verbose; the block counts of pymalloc's
 arenas via sys.getallocatedblocks), and with --trace the bytes tracemalloc sees (every
 allocation made through Python's allocators, including a C extension's PyMem calls) and its top
-sites; the TLS sessions OpenSSL keeps in its server-side cache. RSS minus the heap and mmapped bytes in use is memory held by the allocator (freed but not
-returned) or by code that bypasses malloc. Diagnostic only: --trace roughly halves throughput.
+sites; the TLS sessions OpenSSL keeps in its server-side cache. RSS minus the heap and mmapped
+bytes in use is memory held by the allocator (freed but not returned) or by code that bypasses
+malloc. Diagnostic only: --trace roughly halves throughput.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 
 class MallInfo2(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes' own declaration style
+    _fields_ = [
         (name, ctypes.c_size_t)
         for name in (
             "arena",

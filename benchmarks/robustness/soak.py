@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz import Case, corpus  # noqa: E402
+from fuzz import Case, corpus
 
 REPO = Path(__file__).resolve().parents[2]
 ANSWER_TIMEOUT = 30.0
@@ -60,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
 
 @dataclass
@@ -98,7 +98,9 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]
 
 
 class Driver:
-    def __init__(self, args: argparse.Namespace, cases: list[Case], context: ssl.SSLContext) -> None:
+    def __init__(
+        self, args: argparse.Namespace, cases: list[Case], context: ssl.SSLContext
+    ) -> None:
         self.args = args
         self.cases = cases
         self.context = context
@@ -119,7 +121,7 @@ class Driver:
                 await asyncio.sleep(0.1)
 
     async def worker(self, seed: int) -> None:
-        rng = random.Random(seed)
+        rng = random.Random(seed)  # noqa: S311  (a reproducible corpus, not a secret)
         tally = self.tally
         reader, writer = await self.connect()
         while self.remaining > 0:
@@ -170,8 +172,9 @@ class Driver:
             await writer.wait_closed()
 
 
-async def sample(pid: int, every: float, samples: list[dict[str, float]], started: float,
-                 tally: Tally) -> None:
+async def sample(
+    pid: int, every: float, samples: list[dict[str, float]], started: float, tally: Tally
+) -> None:
     while True:
         with contextlib.suppress(OSError):
             samples.append(
@@ -290,6 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         directory = Path(tmp)
         proc = None
         metrics_port = 0
+        log = directory / "webhook.log"
         if args.port:
             ca = args.ca
         else:
@@ -372,11 +376,10 @@ def main() -> None:
         parser.error("--port needs --pid and --ca")
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    result = runner(run(args))
+        result = asyncio.run(run(args))
+    else:
+        result = uvloop.run(run(args))
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

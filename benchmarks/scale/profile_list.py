@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Where the webhook's memory and CPU go when it lists N ServiceAccounts (default 100,000).
 
-Runs the real `webhook.kube` reflector in this process against the fake API server (in its own
-process), without the HTTPS and metrics servers, and reports RSS (MiB) at each step. Each variant
-runs in a fresh process, so that VmHWM (peak RSS) belongs to it alone:
+Runs the real reflectors (`webhook.sources.informers`) in this process against the fake API
+server (in its own process), without the HTTPS and metrics servers, and reports RSS (MiB) at each
+step. Each variant runs in a fresh process, so that VmHWM (peak RSS) belongs to it alone:
 
 * `paged`: the code as it is: `Api.list_all` returns a `Listing` that reads one page at a time
   while the reflector turns its items into store entries. Peak and RSS at ready, and how long a
@@ -11,7 +11,7 @@ runs in a fresh process, so that VmHWM (peak RSS) belongs to it alone:
 * `held`: what the reflector did before commit 3c76fd9, patched in this process only: every raw
   object of every page is read before the store sees any, and the list stays referenced while
   the reflector watches. Then the script drops it and measures again.
-* `cpu`: cProfile of listing plus building the entries as `Kubernetes` does, in the main thread;
+* `cpu`: cProfile of listing plus building the entries as the informers do, in the main thread;
   the functions with the most own time.
 
     .venv/bin/python benchmarks/scale/profile_list.py [--service-accounts N]
@@ -70,6 +70,7 @@ def cpu_profile(count: int) -> dict[str, Any]:
 
     from webhook import kube
     from webhook.config import Config
+    from webhook.sources import informers
 
     fake, port = fake_api(count)
     config = Config(kube_api=f"http://127.0.0.1:{port}")
@@ -79,7 +80,7 @@ def cpu_profile(count: int) -> dict[str, Any]:
     try:
         profile.enable()
         listing = api.list_all("/api/v1/serviceaccounts", {})
-        entries = {kube._key(o): kube._entry(o, config.mutation) for o in listing}  # noqa: SLF001
+        entries = {informers._key(o): informers._entry(o, config.mutation) for o in listing}  # noqa: SLF001
         profile.disable()
     finally:
         fake.terminate()
@@ -107,6 +108,7 @@ def variant(name: str, count: int) -> dict[str, Any]:
 
     from webhook import kube
     from webhook.config import Config
+    from webhook.sources.informers import start_informers
     from webhook.sources.store import Store
 
     report: dict[str, Any] = {"variant": name, "baseline": memory()}
@@ -132,7 +134,7 @@ def variant(name: str, count: int) -> dict[str, Any]:
         config = Config(kube_api=f"http://127.0.0.1:{port}")
         store = Store(config.mutation)
         started = time.monotonic()
-        reflectors = kube.start_kubernetes(config, store, asyncio.get_running_loop())
+        reflectors = start_informers(config, store, asyncio.get_running_loop())
         while not store.ready:  # noqa: ASYNC110 - the store has no event to wait on
             await asyncio.sleep(0.01)
         report["seconds to ready"] = round(time.monotonic() - started, 2)

@@ -51,6 +51,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.support.ports import free_port  # noqa: E402 - importable once the checkout is on the path
+
 SERVICE_ACCOUNT = ("team-0000", "app-000000")  # annotated at every size (index 0)
 MIB = 1024 * 1024
 
@@ -76,15 +78,6 @@ class Row:
     listed_items: int
     load_before: float
     """1-minute load average before the run: other work on the machine skews every figure."""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def status_kib(pid: int) -> dict[str, int]:

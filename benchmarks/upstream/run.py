@@ -84,7 +84,8 @@ from pods import (  # noqa: E402
 )
 
 from tests.e2e.cluster import Cluster, find_binaries  # noqa: E402
-from tests.e2e.processes import _die_with_parent, free_port  # noqa: E402
+from tests.e2e.processes import _die_with_parent  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 
@@ -475,28 +476,21 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else ""
 
 
-def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The per-class saturation table (the worst ratio for us first), latencies, start-up and
-    memory, and the conditions. Each of our targets gets a ratio to upstream's figure."""
-    names = [n for n in TARGETS if n in merged]
-    up = merged.get("upstream")
-    ours = [n for n in names if n != "upstream"]
-    compared = ours if up is not None else []
+def _label(name: str) -> str:
+    return "ours" if name == "ours" else name
 
-    def label(name: str) -> str:
-        return "ours" if name == "ours" else name
+
+def _class_table(
+    merged: dict[str, dict[str, Any]], names: list[str], compared: list[str]
+) -> tuple[list[str], list[str]]:
+    """The saturation table, one row per class, the worst throughput ratio for us first; and
+    the classes in that order."""
+    up = merged.get("upstream")
 
     def throughput_ratio(name: str) -> float:
-        if up is None or not ours:
+        if up is None or not compared:
             return 0.0
-        return merged[ours[0]]["saturation"][name]["rps"] / up["saturation"][name]["rps"]
-
-    classes = sorted(SAT_CLASSES, key=throughput_ratio) if compared else list(SAT_CLASSES)
-    columns = [f"{label(n)} admissions/s" for n in names]
-    columns += [f"{label(n)}/upstream" for n in compared]
-    columns += [f"{label(n)} CPU µs/admission" for n in names]
-    columns += [f"{label(n)}/upstream" for n in compared]
-    lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        return float(merged[compared[0]]["saturation"][name]["rps"] / up["saturation"][name]["rps"])
 
     def ratios(key: str, name: str) -> list[str]:
         if up is None:
@@ -506,6 +500,12 @@ def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             for n in compared
         ]
 
+    classes = sorted(SAT_CLASSES, key=throughput_ratio) if compared else list(SAT_CLASSES)
+    columns = [f"{_label(n)} admissions/s" for n in names]
+    columns += [f"{_label(n)}/upstream" for n in compared]
+    columns += [f"{_label(n)} CPU µs/admission" for n in names]
+    columns += [f"{_label(n)}/upstream" for n in compared]
+    lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in classes:
         cells = [f"{merged[n]['saturation'][name]['rps']:.0f}" for n in names]
         cells += ratios("rps", name)
@@ -513,6 +513,17 @@ def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         cells += ratios("cpu_us", name)
         shown = f"mix ({'+'.join(MIX)})" if name == "mix" else name
         lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+    return lines, classes
+
+
+def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The per-class saturation table (the worst ratio for us first), latencies, start-up and
+    memory, and the conditions. Each of our targets gets a ratio to upstream's figure."""
+    names = [n for n in TARGETS if n in merged]
+    up = merged.get("upstream")
+    compared = [n for n in names if n != "upstream"] if up is not None else []
+    label = _label
+    lines, classes = _class_table(merged, names, compared)
     columns = [label(n) for n in names] + [f"{label(n)}/upstream" for n in compared]
     lines += ["", "| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
 
@@ -611,28 +622,23 @@ def populate(cluster: Cluster) -> None:
         admin.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata})
 
 
-def main() -> int:
+def check_machine() -> None:
     for tool in ("wrk", "taskset", "timeout"):
         if shutil.which(tool) is None:
             die(f"{tool} is missing (apt-get install -y wrk util-linux coreutils)")
     cores = os.cpu_count() or 1
     if SERVER_CPU == LOAD_CPU or max(SERVER_CPU, LOAD_CPU) >= cores:
         die(f"need two different CPUs (server {SERVER_CPU}, load {LOAD_CPU}, {cores} cores)")
-    upstream = upstream_binary() if "upstream" in TARGETS else None
-    work = Path(tempfile.mkdtemp(prefix="upstream-bench."))
-    binaries = find_binaries(work / "kube-build.log")
-    if isinstance(binaries, str):
-        die(binaries)
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH")}
-    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    os.environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    cluster = Cluster(binaries, work, env=env)
+
+
+def describe(upstream: Path | None) -> dict[str, Any]:
+    """When, where and how the run was made, for the report's header."""
     command = (
         " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("BENCH_"))
         + (" " if any(k.startswith("BENCH_") for k in os.environ) else "")
         + ".venv/bin/python benchmarks/upstream/run.py"
     )
-    meta: dict[str, Any] = {
+    return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": next(
             (
@@ -646,41 +652,48 @@ def main() -> int:
         "command": command,
         "upstream": str(upstream),
     }
+
+
+def server_argv(name: str, upstream: Path | None, flags: list[str]) -> list[str]:
+    if name == "upstream":
+        if upstream is None:
+            die("no upstream binary")
+        return [str(upstream), *flags, "--logtostderr"]
+    if name == "ours" or name.startswith("ours@"):
+        return [PY, "-m", "webhook", *flags]
+    die(f"unknown target {name}")
+
+
+def run_rounds(
+    cluster: Cluster, upstream: Path | None, env: dict[str, str], work: Path
+) -> dict[str, list[Result]]:
+    """Every target, ROUNDS times, each server fresh, against the started cluster."""
     results: dict[str, list[Result]] = {name: [] for name in TARGETS}
-    try:
-        note(f"starting etcd and kube-apiserver in {work}")
-        cluster.start()
-        for process in cluster.processes:  # keep the server's core for the server
-            os.sched_setaffinity(process.pid, {LOAD_CPU})
-        populate(cluster)
-        bodies = write_bodies(work)
-        context = ssl.create_default_context(cafile=str(cluster.webhook_ca.cert_path))
-        common = [
-            "--in-cluster=false",
-            f"--kubeconfig={cluster.webhook_kubeconfig}",
-            f"--tls-cert={cluster.webhook_cert.cert_path}",
-            f"--tls-key={cluster.webhook_cert.key_path}",
-            *FLAGS,
-        ]
-        for round_ in range(1, ROUNDS + 1):
-            for name in TARGETS:
-                port, metrics_port = free_port(), free_port()
-                ports = [f"--port={port}", f"--metrics-port={metrics_port}"]
-                if name == "upstream":
-                    if upstream is None:
-                        die("no upstream binary")
-                    argv = [str(upstream), *common, *ports, "--logtostderr"]
-                elif name == "ours" or name.startswith("ours@"):
-                    argv = [PY, "-m", "webhook", *common, *ports]
-                else:
-                    die(f"unknown target {name}")
-                own = {**env, "PYTHONPATH": name.partition("@")[2]} if "@" in name else env
-                log = work / f"{name.replace('/', '_')}.r{round_}.log"
-                server = Server(name, argv, port, metrics_port, log)
-                results[name].append(bench(server, bodies, context, work, own, round_))
-    finally:
-        cluster.close()
-    meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[0]
+    for process in cluster.processes:  # keep the server's core for the server
+        os.sched_setaffinity(process.pid, {LOAD_CPU})
+    populate(cluster)
+    bodies = write_bodies(work)
+    context = ssl.create_default_context(cafile=str(cluster.webhook_ca.cert_path))
+    common = [
+        "--in-cluster=false",
+        f"--kubeconfig={cluster.webhook_kubeconfig}",
+        f"--tls-cert={cluster.webhook_cert.cert_path}",
+        f"--tls-key={cluster.webhook_cert.key_path}",
+        *FLAGS,
+    ]
+    for round_ in range(1, ROUNDS + 1):
+        for name in TARGETS:
+            port, metrics_port = free_port(), free_port()
+            ports = [f"--port={port}", f"--metrics-port={metrics_port}"]
+            argv = server_argv(name, upstream, [*common, *ports])
+            own = {**env, "PYTHONPATH": name.partition("@")[2]} if "@" in name else env
+            log = work / f"{name.replace('/', '_')}.r{round_}.log"
+            server = Server(name, argv, port, metrics_port, log)
+            results[name].append(bench(server, bodies, context, work, own, round_))
+    return results
+
+
+def save(results: dict[str, list[Result]], meta: dict[str, Any], work: Path) -> None:
     merged = {name: merge(rs) for name, rs in results.items() if rs}
     text = render(merged, meta)
     print()
@@ -701,6 +714,28 @@ def main() -> int:
         encoding="utf-8",
     )
     note(f"results in {out}")
+
+
+def main() -> int:
+    check_machine()
+    upstream = upstream_binary() if "upstream" in TARGETS else None
+    work = Path(tempfile.mkdtemp(prefix="upstream-bench."))
+    binaries = find_binaries(work / "kube-build.log")
+    if isinstance(binaries, str):
+        die(binaries)
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH")}
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    os.environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    cluster = Cluster(binaries, work, env=env)
+    meta = describe(upstream)
+    try:
+        note(f"starting etcd and kube-apiserver in {work}")
+        cluster.start()
+        results = run_rounds(cluster, upstream, env, work)
+    finally:
+        cluster.close()
+    meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[0]
+    save(results, meta, work)
     return 0
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.rendering import Obj, Renderer, Variant
-from tests.deploy.tools import REQUIRE_ENV, Crds, Tools, find_monitoring_crds, find_tools
+from tests.deploy.tools import Crds, Tools, find_monitoring_crds, find_tools
 from tests.e2e.cluster import find_binaries
 from tests.e2e.conftest import BINARIES, cluster
+from tests.support.tiers import REQUIRE_DEPLOY_TOOLS, unavailable
 
 #: The e2e tier's session fixture (kube-apiserver and etcd), for test_against_apiserver.py.
 __all__ = ["cluster"]
@@ -104,12 +105,9 @@ def deploy_tools(request: pytest.FixtureRequest) -> Tools:
 
 
 def _tool(tools: Tools, name: str) -> Path:
-    if name in tools.paths:
-        return tools.paths[name]
-    why = tools.missing.get(name, "not looked for")
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{name} required ({REQUIRE_ENV}=1) but {why}", pytrace=False)
-    pytest.skip(f"{name} unavailable: {why}")
+    if name not in tools.paths:
+        unavailable(name, tools.missing.get(name, "not looked for"), require=REQUIRE_DEPLOY_TOOLS)
+    return tools.paths[name]
 
 
 @pytest.fixture(scope="session")
@@ -159,8 +157,6 @@ def monitoring_crds(request: pytest.FixtureRequest) -> dict[str, Path]:
     if CRDS not in config.stash:
         config.stash[CRDS] = find_monitoring_crds(_log_path(config, "crds-generate.log"))
     crds = config.stash[CRDS]
-    if crds.files:
-        return crds.files
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"the monitoring CRDs are required ({REQUIRE_ENV}=1) but {crds.missing}")
-    pytest.skip(f"monitoring CRDs unavailable: {crds.missing}")
+    if not crds.files:
+        unavailable("the monitoring CRDs", crds.missing, require=REQUIRE_DEPLOY_TOOLS)
+    return crds.files

@@ -9,7 +9,6 @@ marked slow and network; without the index it is skipped with the reason.
 
 from __future__ import annotations
 
-import base64
 import glob
 import http.client
 import json
@@ -18,7 +17,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +29,9 @@ import pytest
 
 from tests.deploy.dockerfile import BUILD_STAGE_COMMANDS, FINAL_STAGE_COMMANDS
 from tests.deploy.tools import REPO
+from tests.support.ports import free_port
+from tests.support.reviews import ROLE, decode_patch
+from tests.support.versions import package_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.timeout(900)]
 
@@ -38,7 +39,6 @@ NETWORK_ERRORS = re.compile(
     r"NewConnectionError|Name or service not known|Temporary failure in name resolution|"
     r"Network is unreachable|Connection refused|ProxyError|ConnectTimeout|Read timed out"
 )
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 BUILD_TIMEOUT = 600
 
 
@@ -139,17 +139,10 @@ def _site_packages(image: Image) -> Path:
     return site
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_wheels_are_built_for_the_project_and_every_dependency(image: Image) -> None:
     files = sorted(p.name for p in image.wheels.iterdir())
     assert all(name.endswith(".whl") for name in files), files
-    assert "pod_identity_webhook-0.1.0-py3-none-any.whl" in files
+    assert f"pod_identity_webhook-{package_version()}-py3-none-any.whl" in files
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     names = {name.split("-")[0].lower() for name in files}
     for requirement in project["dependencies"]:
@@ -185,7 +178,7 @@ def test_help_and_version_run_from_the_installed_entry_point(image: Image) -> No
     assert "--tls-cert" in help_result.stdout
     assert "--watch-config-map" in help_result.stdout
     version = image.run("--version")
-    assert version.stdout.strip() == "v0.1.0"
+    assert version.stdout.strip() == f"v{package_version()}"
 
 
 def test_mutate_injects_the_role_into_the_sample_pod(image: Image) -> None:
@@ -226,7 +219,7 @@ def test_server_runs_from_the_image_layout_without_writing_to_it(image: Image) -
     made = image.run("certs", "--dir", str(certs), "--local")
     assert made.returncode == 0, made.stderr
     before = image.snapshot()
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             str(image.command),
@@ -263,7 +256,7 @@ def test_server_runs_from_the_image_layout_without_writing_to_it(image: Image) -
         status, body = _https(port, context, "POST", "/mutate", review)
         assert status == 200, body
         answer = json.loads(body)["response"]
-        assert ROLE.encode() in base64.b64decode(answer["patch"])
+        assert ROLE in json.dumps(decode_patch(answer))
         connection = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=5)
         connection.request("GET", "/metrics")
         metrics = connection.getresponse()

@@ -7,7 +7,6 @@ import base64
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography import x509
 
 from tests.deploy.rendering import MANIFESTS, WEBHOOK_COMMAND, Renderer, container, one, parse
 from tests.deploy.tools import INSTALL_SCRIPT, REPO, Tools
+from tests.support.ports import free_port
 
 SCRIPTS = REPO / "tools" / "deploy"
 SELF_SIGNED = SCRIPTS / "self-signed.sh"
@@ -310,10 +310,7 @@ def _make(*argv: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def test_make_request_without_a_server_shows_curls_error_only() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = _make("-s", "request", f"PORT={port}")
+    result = _make("-s", "request", f"PORT={free_port()}")  # nothing listens there
     assert result.returncode != 0
     assert "curl: (" in result.stderr
     assert "Traceback" not in result.stderr

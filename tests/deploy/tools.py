@@ -15,10 +15,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.tiers import executable, printed_directory, run_script
+
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "tools" / "deploy" / "install-tools.sh"
 TOOL_NAMES = ("kustomize", "helm", "hadolint", "shellcheck")
-REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_DEPLOY_TOOLS"
 
 
 @dataclass
@@ -30,60 +31,30 @@ class Tools:
     how: str = ""
 
 
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 def find_tools(log: Path) -> Tools:
     """Environment overrides first, then install-tools.sh (its output goes to `log`)."""
     tools = Tools()
     wanted = []
     for name in TOOL_NAMES:
         override = os.environ.get(name.upper(), "")
-        if override:
-            path = Path(override)
-            if _executable(path):
-                tools.paths[name] = path
-            else:
-                tools.missing[name] = f"{name.upper()}={override} is not an executable"
-        else:
+        if not override:
             wanted.append(name)
+        elif executable(Path(override)):
+            tools.paths[name] = Path(override)
+        else:
+            tools.missing[name] = f"{name.upper()}={override} is not an executable"
     if not wanted:
         tools.how = "environment"
         return tools
-    if not _executable(INSTALL_SCRIPT):
-        for name in wanted:
-            tools.missing[name] = f"{INSTALL_SCRIPT} is missing"
-        return tools
-    with log.open("wb") as output:
-        result = subprocess.run(
-            [str(INSTALL_SCRIPT), *wanted],
-            stdout=subprocess.PIPE,
-            stderr=output,
-            check=False,
-            cwd=REPO,
-            timeout=1800,
-        )
-    lines = result.stdout.decode(errors="replace").strip().splitlines()
-    directory = Path(lines[-1]) if result.returncode == 0 and lines else None
-    errors = [
-        line
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip()
-    ]
-    why = errors[-1] if errors else f"exit status {result.returncode}"
-    if directory is None:
-        # One tool failing fails the script: reuse whatever an earlier run left in the cache.
-        printed = subprocess.run(
-            [str(INSTALL_SCRIPT), "--print-dir"], capture_output=True, check=False, cwd=REPO
-        )
-        directory = Path(printed.stdout.decode(errors="replace").strip() or "/nonexistent")
+    found = run_script(INSTALL_SCRIPT, *wanted, log=log, timeout=1800)
+    # One tool failing fails the script: reuse whatever an earlier run left in the cache.
+    directory = found if isinstance(found, Path) else printed_directory(INSTALL_SCRIPT)
     for name in wanted:
-        path = directory / name
-        if _executable(path):
-            tools.paths[name] = path
+        if directory is not None and executable(directory / name):
+            tools.paths[name] = directory / name
         else:
-            tools.missing[name] = f"{name} could not be installed: {why} (see {log})"
+            why = found if isinstance(found, str) else f"{directory} has no {name}"
+            tools.missing[name] = f"{name} could not be installed: {why}"
     tools.how = f"tools/deploy/install-tools.sh ({directory})"
     return tools
 
@@ -130,25 +101,11 @@ class Crds:
 
 def find_monitoring_crds(log: Path) -> Crds:
     """tools/prometheus-operator-crds/generate.sh (output to `log`): the CRD file per kind."""
-    if not _executable(CRDS_SCRIPT):
-        return Crds(missing=f"{CRDS_SCRIPT} is missing")
-    with log.open("wb") as output:
-        result = subprocess.run(
-            [str(CRDS_SCRIPT)],
-            stdout=subprocess.PIPE,
-            stderr=output,
-            check=False,
-            cwd=REPO,
-            timeout=3600,
-        )
-    lines = result.stdout.decode(errors="replace").strip().splitlines()
-    if result.returncode != 0 or not lines:
-        errors = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        why = errors[-1] if errors else f"exit status {result.returncode}"
-        return Crds(missing=f"the CRDs could not be generated: {why} (see {log})")
-    directory = Path(lines[-1])
+    found = run_script(CRDS_SCRIPT, log=log, timeout=3600)
+    if isinstance(found, str):
+        return Crds(missing=f"the CRDs could not be generated: {found}")
     files = {
-        kind: directory / f"monitoring.coreos.com_{plural}.yaml"
+        kind: found / f"monitoring.coreos.com_{plural}.yaml"
         for kind, plural in MONITORING_CRDS.items()
     }
     absent = [str(path) for path in files.values() if not path.is_file()]

@@ -5,16 +5,15 @@ disagree. Lists of named objects (containers, env, mounts, volumes) are aligned 
 that one extra variable shows up as that variable, not as a shifted list; the relative order
 of the names both sides have is compared separately.
 
-Each difference must match one narrow rule, named after the item of
-shared/spec/compatibility.md section 2 (or of README "Differences from upstream") that allows
-it; anything else is unclassified and fails the tier with a readable line:
+Each difference must match one narrow rule, named after the deviation of docs/compatibility.md
+section 2 (or of README "Differences from upstream") that allows it; anything else is
+unclassified and fails the tier with a readable line:
 `pod 17 (seed 20261123, diff-alpha/pod-17): spec.containers[app].env[AWS_REGION].value:
 ours 'us-west-2' != upstream <absent> (input <absent>)`.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import re
@@ -27,6 +26,7 @@ from typing import Any
 import jsonpatch
 
 from tests.differential.generator import FLAG_AUDIENCE, FLAG_STS, Case, Identity
+from tests.support.reviews import patch_or_none
 
 
 class _Missing:
@@ -299,22 +299,22 @@ def _container_relative(path: Path) -> Path | None:
     return None
 
 
+#: The Go types below a container that upstream re-serialises: (depth, first key) -> fields.
+KNOWN_BELOW_CONTAINER: dict[tuple[int, PathPart], frozenset[str]] = {
+    (3, "env"): ENV_FIELDS,
+    (3, "volumeMounts"): MOUNT_FIELDS,
+    (2, "securityContext"): SECURITY_CONTEXT_FIELDS,
+}
+
+
 def _dropped_unknown(case: Case, d: Difference) -> bool:
     if d.upstream is not MISSING or d.ours is MISSING or d.ours != d.input:
         return False
     rel = _container_relative(d.path)
-    if rel is None or not rel:
+    if not rel:
         return False
-    key = rel[-1]
-    if len(rel) == 1:
-        return key not in CONTAINER_FIELDS
-    if len(rel) == 3 and rel[0] == "env":
-        return key not in ENV_FIELDS
-    if len(rel) == 3 and rel[0] == "volumeMounts":
-        return key not in MOUNT_FIELDS
-    if len(rel) == 2 and rel[0] == "securityContext":
-        return key not in SECURITY_CONTEXT_FIELDS
-    return False
+    known = CONTAINER_FIELDS if len(rel) == 1 else KNOWN_BELOW_CONTAINER.get((len(rel), rel[0]))
+    return known is not None and rel[-1] not in known
 
 
 def _dropped_zero(case: Case, d: Difference) -> bool:
@@ -492,14 +492,6 @@ def compare_http_error(
     tally.fail(case, f"{side} answered HTTP {status}: {body}")
 
 
-def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    patch = response.get("patch")
-    if patch is None:
-        return None
-    decoded: list[dict[str, Any]] = json.loads(base64.b64decode(patch))
-    return decoded
-
-
 def apply(pod: Mapping[str, Any], patch: list[dict[str, Any]] | None) -> dict[str, Any]:
     result: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(dict(pod)), patch or [])
     return result
@@ -531,10 +523,34 @@ def compare_reviews(
     tally.compared += 1
     seen: set[str] = set()
     before = len(tally.unclassified)
+    ours_r, up_r = ours.get("response") or {}, upstream.get("response") or {}
+    _compare_envelopes(case, review, ours, upstream, tally, seen)
+    if _both_allowed(case, ours_r, up_r, tally, seen):
+        patches = _patches(case, ours_r, up_r, tally)
+        if patches is not None:
+            ours_patch, up_patch = patches
+            pod = review["request"]["object"]
+            _compare_patched(case, pod, ours_patch, up_patch, tally, seen)
+    _finish(case, tally, seen, before)
+
+
+#: Every member our AdmissionResponse may carry.
+RESPONSE_KEYS = frozenset(
+    ("uid", "allowed", "patch", "patchType", "warnings", "auditAnnotations", "status")
+)
+
+
+def _compare_envelopes(
+    case: Case,
+    review: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    upstream: Mapping[str, Any],
+    tally: Tally,
+    seen: set[str],
+) -> None:
+    """uid always; kind/apiVersion echoed (upstream v0.6.17 does not); no unknown members."""
     request = review["request"]
     ours_r, up_r = ours.get("response") or {}, upstream.get("response") or {}
-
-    # Envelope: uid always; kind/apiVersion echoed (upstream v0.6.17 does not).
     for side, response in (("ours", ours_r), ("upstream", up_r)):
         if response.get("uid") != request["uid"]:
             tally.fail(case, f"{side} answered uid {response.get('uid')!r}, not {request['uid']!r}")
@@ -551,19 +567,19 @@ def compare_reviews(
     if "warnings" in ours_r or "auditAnnotations" in ours_r:
         tally.add(case, EXPLANATIONS)
         seen.add(EXPLANATIONS)
-    unknown_keys = set(ours_r) - {
-        "uid",
-        "allowed",
-        "patch",
-        "patchType",
-        "warnings",
-        "auditAnnotations",
-        "status",
-    }
+    unknown_keys = set(ours_r) - RESPONSE_KEYS
     if unknown_keys:
         tally.fail(case, f"ours answered unexpected response keys {sorted(unknown_keys)}")
 
-    # Denials.
+
+def _both_allowed(
+    case: Case,
+    ours_r: Mapping[str, Any],
+    up_r: Mapping[str, Any],
+    tally: Tally,
+    seen: set[str],
+) -> bool:
+    """Whether both admitted the Pod; a denial is classified (or failed) here."""
     if up_r.get("allowed") is not True:
         message = (up_r.get("status") or {}).get("message", "")
         tally.outcomes["upstream denied"] += 1
@@ -576,23 +592,29 @@ def compare_reviews(
                 case,
                 f"upstream allowed={up_r.get('allowed')!r} ({message!r}), ours allowed={ours_r.get('allowed')!r}",
             )
-        _finish(case, tally, seen, before)
-        return
+        return False
     if ours_r.get("allowed") is not True:
         tally.fail(case, f"ours allowed={ours_r.get('allowed')!r}: {ours_r.get('status')}")
-        _finish(case, tally, seen, before)
-        return
+        return False
+    return True
 
+
+Patch = list[dict[str, Any]] | None
+
+
+def _patches(
+    case: Case, ours_r: Mapping[str, Any], up_r: Mapping[str, Any], tally: Tally
+) -> tuple[Patch, Patch] | None:
+    """Both patches decoded (None where a side sent none), or None when one is unreadable."""
     # patchType goes with the patch.
     for side, response in (("ours", ours_r), ("upstream", up_r)):
         if ("patch" in response) != (response.get("patchType") == "JSONPatch"):
             tally.fail(case, f"{side}: patch and patchType disagree: {sorted(response)}")
     try:
-        ours_patch, up_patch = decode_patch(ours_r), decode_patch(up_r)
+        ours_patch, up_patch = patch_or_none(ours_r), patch_or_none(up_r)
     except (ValueError, TypeError) as exc:
         tally.fail(case, f"undecodable patch: {exc}")
-        _finish(case, tally, seen, before)
-        return
+        return None
     if ours_patch is not None:
         for op in ours_patch:
             if op.get("op") != "add":
@@ -605,12 +627,17 @@ def compare_reviews(
             "only ours patched" if ours_patch is not None else "only upstream patched",
         )
     ] += 1
-    pod = request["object"]
+    return ours_patch, up_patch
+
+
+def _compare_patched(
+    case: Case, pod: Any, ours_patch: Patch, up_patch: Patch, tally: Tally, seen: set[str]
+) -> None:
+    """The Pods after each patch, and a patch only one side sent."""
     try:
         ours_pod, up_pod = apply(pod, ours_patch), apply(pod, up_patch)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
         tally.fail(case, f"a patch does not apply: {exc}")
-        _finish(case, tally, seen, before)
         return
     seen |= compare_pods(case, ours_pod, up_pod, pod, tally)
     if ours_patch is None and up_patch is not None:
@@ -623,7 +650,6 @@ def compare_reviews(
             tally.fail(case, "ours sent no patch but upstream's changes the Pod")
     elif up_patch is None and ours_patch is not None:
         tally.fail(case, "ours sent a patch where upstream sent none")
-    _finish(case, tally, seen, before)
 
 
 def _swap(d: Difference) -> Difference:

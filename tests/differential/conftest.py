@@ -17,7 +17,6 @@ POD_IDENTITY_WEBHOOK_REQUIRE_E2E=1 (CI).
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -47,9 +46,11 @@ from tests.e2e.cluster import (
     client_context,
     find_binaries,
 )
-from tests.e2e.processes import child_environment, free_port, wait_until
+from tests.e2e.processes import child_environment, wait_until
+from tests.support.ports import free_port
+from tests.support.reviews import make_pod, make_review, patch_or_none
+from tests.support.tiers import REQUIRE_E2E, executable, run_script, unavailable
 
-REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_E2E"
 UPSTREAM_BUILD = REPO / "tools" / "upstream" / "build.sh"
 TIER = Path(__file__).resolve().parent
 #: Namespaces of the tier carry WEBHOOK_LABEL with this value (so no e2e webhook serves them).
@@ -87,19 +88,13 @@ def _build_log(config: pytest.Config) -> Path:
 
 def find_upstream(build_log: Path) -> tuple[Path, str] | str:
     """The upstream binary (and how it was found), or why there is none (one line)."""
-    if not os.access(UPSTREAM_BUILD, os.X_OK):
-        return f"{UPSTREAM_BUILD} is missing"
-    with build_log.open("wb") as log:
-        result = subprocess.run(
-            [str(UPSTREAM_BUILD)], stdout=subprocess.PIPE, stderr=log, check=False, cwd=REPO
-        )
-    lines = result.stdout.decode(errors="replace").strip().splitlines()
-    if result.returncode == 0 and lines and os.access(lines[-1], os.X_OK):
-        how = "UPSTREAM_WEBHOOK_BIN" if os.environ.get("UPSTREAM_WEBHOOK_BIN") else "build.sh"
-        return Path(lines[-1]), how
-    errors = [line for line in build_log.read_text(errors="replace").splitlines() if line.strip()]
-    why = errors[-1] if errors else f"exit status {result.returncode}"
-    return f"no upstream webhook binary: {why} (see {build_log})"
+    found = run_script(UPSTREAM_BUILD, log=build_log)
+    if isinstance(found, str):
+        return f"no upstream webhook binary: {found}"
+    if not executable(found):
+        return f"no upstream webhook binary: {found} is not an executable"
+    how = "UPSTREAM_WEBHOOK_BIN" if os.environ.get("UPSTREAM_WEBHOOK_BIN") else "build.sh"
+    return found, how
 
 
 def _find(config: pytest.Config) -> Found | str:
@@ -132,9 +127,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _unavailable(found: Found | str) -> None:
     if isinstance(found, str):
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"differential tier required ({REQUIRE_ENV}=1) but {found}", pytrace=False)
-        pytest.skip(f"differential tier skipped: {found}")
+        unavailable("differential tier", found, require=REQUIRE_E2E)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -240,24 +233,9 @@ def post_review(webhook: WebhookProcess, review: dict[str, Any]) -> dict[str, An
 
 
 def probe_review(namespace: str, service_account: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": f"probe-{service_account}",
-            "namespace": namespace,
-            "operation": "CREATE",
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "probe"},
-                "spec": {
-                    "serviceAccountName": service_account,
-                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-                },
-            },
-        },
-    }
+    containers = [{"name": "app", "image": "registry.invalid/app:1"}]
+    pod = make_pod(service_account, name="probe", namespace=namespace, containers=containers)
+    return make_review(pod, uid=f"probe-{service_account}", namespace=namespace)
 
 
 #: Sync probes: (ServiceAccount, a value the patch must contain once that source is loaded).
@@ -271,8 +249,8 @@ PROBES = (
 def synced(webhook: WebhookProcess) -> bool:
     for service_account, needle in PROBES:
         answer = post_review(webhook, probe_review(NAMESPACES[0], service_account))
-        patch = answer.get("response", {}).get("patch")
-        if not patch or needle not in base64.b64decode(patch).decode():
+        patch = patch_or_none(answer.get("response", {}))
+        if patch is None or needle not in json.dumps(patch):
             return False
     return True
 

@@ -398,8 +398,17 @@ class _PodBuilder:
         return {**handler, "periodSeconds": rng.choice((5, 10)), "failureThreshold": 3}
 
     def container(self, name: str, *, init: bool = False, sidecar: bool = False) -> dict[str, Any]:
-        rng = self.rng
         c: dict[str, Any] = {"name": name, "image": IMAGE}
+        self._command_and_env(c, name, init=init)
+        # Regular containers and sidecars keep running: only they get probes and hooks.
+        self._running(c, runs=not init or sidecar, sidecar=sidecar)
+        self._hardening(c)
+        if self.rng.random() < 0.03:
+            self._future_field(c)
+        return c
+
+    def _command_and_env(self, c: dict[str, Any], name: str, *, init: bool) -> None:
+        rng = self.rng
         if rng.random() < 0.3:
             c["command"] = ["/bin/app"]
             c["args"] = ["--serve", f"--id={self.index}"]
@@ -413,7 +422,10 @@ class _PodBuilder:
         resources = self.resources()
         if resources is not None:
             c["resources"] = resources
-        if (not init or sidecar) and rng.random() < 0.1:
+
+    def _running(self, c: dict[str, Any], *, runs: bool, sidecar: bool) -> None:
+        rng = self.rng
+        if runs and rng.random() < 0.1:
             self.tag("resize-policy")
             c["resizePolicy"] = [{"resourceName": "cpu", "restartPolicy": "NotRequired"}]
         if sidecar:
@@ -422,7 +434,7 @@ class _PodBuilder:
         mounts = self.mounts()
         if mounts is not None:
             c["volumeMounts"] = mounts
-        if not init or sidecar:
+        if runs:
             if rng.random() < 0.3:
                 c["readinessProbe"] = self.probe()
             if rng.random() < 0.2:
@@ -430,8 +442,11 @@ class _PodBuilder:
             if rng.random() < 0.2:
                 self.tag("startup-probe")
                 c["startupProbe"] = self.probe()
-        if (not init or sidecar) and rng.random() < 0.1:
+        if runs and rng.random() < 0.1:
             c["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "1"]}}}
+
+    def _hardening(self, c: dict[str, Any]) -> None:
+        rng = self.rng
         if rng.random() < 0.15:
             c["securityContext"] = {
                 "runAsNonRoot": True,
@@ -446,20 +461,22 @@ class _PodBuilder:
             c["stdin"] = False
             c["tty"] = False
             c["workingDir"] = ""
-        if rng.random() < 0.03:
-            key = rng.choice(FUTURE_FIELDS)
-            self.tag("future-field")
-            self.storable = False
-            where = rng.choice(("container", "mount", "env", "security"))
-            if where == "container" or not c.get("volumeMounts"):
-                c[key] = {"enabled": True}
-            elif where == "mount":
-                c["volumeMounts"][0][key] = "v"
-            elif where == "env" and c.get("env"):
-                c["env"][0][key] = 1
-            else:
-                c.setdefault("securityContext", {})[key] = [1, 2]
-        return c
+
+    def _future_field(self, c: dict[str, Any]) -> None:
+        """A field newer than upstream's Go types, at one of the levels it re-serialises."""
+        rng = self.rng
+        key = rng.choice(FUTURE_FIELDS)
+        self.tag("future-field")
+        self.storable = False
+        where = rng.choice(("container", "mount", "env", "security"))
+        if where == "container" or not c.get("volumeMounts"):
+            c[key] = {"enabled": True}
+        elif where == "mount":
+            c["volumeMounts"][0][key] = "v"
+        elif where == "env" and c.get("env"):
+            c["env"][0][key] = 1
+        else:
+            c.setdefault("securityContext", {})[key] = [1, 2]
 
     def mounts(self) -> list[dict[str, Any]] | None:
         rng = self.rng
@@ -493,9 +510,35 @@ class _PodBuilder:
     # -- the Pod ---------------------------------------------------------------------------
 
     def build(self) -> tuple[dict[str, Any], Identity | None]:
-        rng = self.rng
         weights = [i.weight for i in IDENTITIES]
-        identity: Identity | None = rng.choices(IDENTITIES, weights=weights)[0]
+        identity: Identity | None = self.rng.choices(IDENTITIES, weights=weights)[0]
+        metadata = self._metadata()
+        volumes = self._volumes()  # first: mounts refer to them
+        names, containers, init_containers = self._containers()
+        annotations = self._annotations(names + [c["name"] for c in init_containers or []])
+        if annotations:
+            metadata["annotations"] = annotations
+        spec: dict[str, Any] = {}
+        if self.rng.random() < 0.01:
+            identity = None
+            self.tag("no-service-account-name")
+        elif identity is not None:
+            spec["serviceAccountName"] = identity.name
+        if volumes is not None:
+            spec["volumes"] = volumes
+        if init_containers is not None:
+            spec["initContainers"] = init_containers
+        spec["containers"] = containers
+        self._pod_settings(spec, first=names[0])
+        if identity is not None and self.rng.random() < 0.04:
+            self.pre_mutate(metadata, spec, identity)
+        if self.rng.random() < 0.04:
+            self.nulls(metadata, spec)
+        self._undecodable(spec)
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}, identity
+
+    def _metadata(self) -> dict[str, Any]:
+        rng = self.rng
         metadata: dict[str, Any] = {}
         if rng.random() < 0.5:
             metadata["name"] = f"pod-{self.index}"
@@ -511,8 +554,11 @@ class _PodBuilder:
             self.tag("label-pod-identity-preset")
         else:
             metadata["labels"] = {"app": f"app-{self.index % 7}", "tier": "backend"}
+        return metadata
 
-        # Volumes first: mounts refer to them.
+    def _volumes(self) -> list[dict[str, Any]] | None:
+        rng = self.rng
+        volumes: list[dict[str, Any]] | None
         volume_choice = rng.random()
         if volume_choice < 0.45:
             volumes = None
@@ -529,7 +575,13 @@ class _PodBuilder:
                 volumes.append({"name": "eks-pod-identity-token", "emptyDir": {"medium": "Memory"}})
                 self.tag("volume-named-eks-pod-identity-token")
         self.volumes = list(volumes or [])
+        return volumes
 
+    def _containers(
+        self,
+    ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """(container names, containers, init containers or None)."""
+        rng = self.rng
         container_count = rng.choice((1, 1, 1, 2, 2, 3, 4))
         names = ["app", "sidecar", "proxy", "worker"][:container_count]
         containers = [self.container(n) for n in names]
@@ -541,44 +593,40 @@ class _PodBuilder:
                 init_containers.append(self.container("init-mesh", init=True, sidecar=True))
         elif init_choice < 0.27:
             init_containers = []
-        all_names = names + [c["name"] for c in init_containers or []]
+        return names, containers, init_containers
 
+    def _annotations(self, all_names: list[str]) -> dict[str, str]:
+        rng = self.rng
         annotations: dict[str, str] = {}
         if rng.random() < 0.15:
-            skip = rng.sample(all_names, rng.randint(1, len(all_names)))
-            style = rng.choice(("plain", "plain", "spaces", "quoted", "stray-quote", "unknown"))
-            self.tag(f"skip-{style}")
-            if style == "spaces":
-                value = ", ".join(skip)
-            elif style == "quoted":
-                value = ",".join(f'"{s}"' for s in skip)
-            elif style == "stray-quote":
-                value = ",".join(skip) + ',a"b'
-            elif style == "unknown":
-                value = "nonexistent," + skip[0]
-            else:
-                value = ",".join(skip)
-            annotations[f"{PREFIX}/skip-containers"] = value
+            annotations[f"{PREFIX}/skip-containers"] = self._skip_containers(all_names)
         if rng.random() < 0.12:
             value = rng.choice(TOKEN_EXPIRATIONS)
             annotations[f"{PREFIX}/token-expiration"] = value
             self.tag("pod-token-expiration")
         if rng.random() < 0.05:
             annotations["example.com/unrelated"] = "yes"
-        if annotations:
-            metadata["annotations"] = annotations
+        return annotations
 
-        spec: dict[str, Any] = {}
-        if rng.random() < 0.01:
-            identity = None
-            self.tag("no-service-account-name")
-        elif identity is not None:
-            spec["serviceAccountName"] = identity.name
-        if volumes is not None:
-            spec["volumes"] = volumes
-        if init_containers is not None:
-            spec["initContainers"] = init_containers
-        spec["containers"] = containers
+    def _skip_containers(self, all_names: list[str]) -> str:
+        """A skip-containers value, in one of the CSV spellings upstream's parser meets."""
+        rng = self.rng
+        skip = rng.sample(all_names, rng.randint(1, len(all_names)))
+        style = rng.choice(("plain", "plain", "spaces", "quoted", "stray-quote", "unknown"))
+        self.tag(f"skip-{style}")
+        if style == "spaces":
+            return ", ".join(skip)
+        if style == "quoted":
+            return ",".join(f'"{s}"' for s in skip)
+        if style == "stray-quote":
+            return ",".join(skip) + ',a"b'
+        if style == "unknown":
+            return "nonexistent," + skip[0]
+        return ",".join(skip)
+
+    def _pod_settings(self, spec: dict[str, Any], *, first: str) -> None:
+        """Node selector, ephemeral containers and Pod-level settings."""
+        rng = self.rng
         selector_choice = rng.random()
         if selector_choice < 0.08:
             spec["nodeSelector"] = {"kubernetes.io/os": "windows"}
@@ -595,33 +643,32 @@ class _PodBuilder:
             self.tag("ephemeral-container")
             self.storable = False  # the API server refuses them on create
             spec["ephemeralContainers"] = [
-                {"name": "debugger", "image": IMAGE, "targetContainerName": names[0]}
+                {"name": "debugger", "image": IMAGE, "targetContainerName": first}
             ]
         if rng.random() < 0.1:
             spec["automountServiceAccountToken"] = False
         if rng.random() < 0.1:
             spec["securityContext"] = {"fsGroup": 65534}
-        if identity is not None and rng.random() < 0.04:
-            self.pre_mutate(metadata, spec, identity)
-        if rng.random() < 0.04:
-            self.nulls(metadata, spec)
+
+    def _undecodable(self, spec: dict[str, Any]) -> None:
+        """Rarely, a value upstream's Go types cannot decode (the API server would refuse it)."""
+        rng = self.rng
+        first = spec["containers"][0]
         if rng.random() < 0.005:
             self.tag("undecodable-int32-overflow")
-            self.storable = False
-            containers[0]["ports"] = [{"containerPort": 3_000_000_000}]
+            first["ports"] = [{"containerPort": 3_000_000_000}]
         elif rng.random() < 0.003:
             self.tag("undecodable-quantity")
-            self.storable = False
-            containers[0]["resources"] = {"requests": {"cpu": "1e3m"}}
+            first["resources"] = {"requests": {"cpu": "1e3m"}}
         elif rng.random() < 0.003:
             self.tag("undecodable-bigint")
-            self.storable = False
             spec["terminationGracePeriodSeconds"] = 10**30
         elif rng.random() < 0.003:
             self.tag("undecodable-float")
-            self.storable = False
-            containers[0]["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 5.5}
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}, identity
+            first["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 5.5}
+        else:
+            return
+        self.storable = False
 
     def nulls(self, metadata: dict[str, Any], spec: dict[str, Any]) -> None:
         """JSON nulls where lists and maps go: Go decodes them as absent. The API server never

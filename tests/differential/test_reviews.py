@@ -4,7 +4,7 @@ At least 1,000 seeded random Pods (`DIFFERENTIAL_SEED`, `DIFFERENTIAL_PODS` over
 defaults) are posted as admission.k8s.io/v1 reviews to both webhooks over HTTPS with
 keep-alive and a few concurrent connections. Both patches are decoded and applied to the Pod,
 and the two Pods are compared (compare.py). The run fails on any difference that no rule of
-compatibility.md section 2 explains, printing pod index, seed, path, ours and upstream.
+docs/compatibility.md section 2 explains, printing pod index, seed, path, ours and upstream.
 """
 
 from __future__ import annotations

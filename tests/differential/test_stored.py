@@ -32,6 +32,7 @@ from tests.differential.compare import (
 from tests.differential.conftest import SELECTOR, Pair, record_report
 from tests.differential.generator import COUNT, NAMESPACES, SEED, Case, generate
 from tests.e2e.cluster import Cluster, WebhookProcess
+from tests.e2e.kube import Answer
 from tests.e2e.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -164,57 +165,10 @@ def test_same_pods_stored(registered: Pair, request: pytest.FixtureRequest) -> N
         for target in ("ours", "upstream"):
             body = _body(case, target)
             answers[target] = kube.call("POST", f"/api/v1/namespaces/{case.namespace}/pods", body)
-        ours, upstream = answers["ours"], answers["upstream"]
         for side, answer in answers.items():
             if "failed calling webhook" in _message(answer.body):
                 tally.fail(case, f"{side}: {_message(answer.body)}")
-        if ours.status == 201 and upstream.status == 201:
-            tally.outcomes["both stored"] += 1
-            before = len(tally.unclassified)
-            seen = compare_pods(
-                case,
-                normalise(ours.body),
-                normalise(upstream.body),
-                case.pod,
-                tally,
-                where="stored: ",
-            )
-            for name in seen:
-                tally.pods_by_class[name] += 1
-            if not seen and len(tally.unclassified) == before:
-                tally.identical += 1
-            containers = ours.body["spec"]["containers"]
-            injected += any(
-                e["name"] in ("AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
-                for c in containers
-                for e in c.get("env") or []
-            )
-        elif ours.status == upstream.status and ours.status >= 400:
-            tally.outcomes["both rejected"] += 1
-            reasons = {
-                side: (a.body.get("reason") if isinstance(a.body, dict) else None)
-                for side, a in answers.items()
-            }
-            if reasons["ours"] != reasons["upstream"]:
-                tally.fail(case, f"rejected for different reasons: {reasons}")
-        else:
-            entry = applied_entry(case.identity)
-            low = entry is not None and 0 != entry.get("TokenExpiration", 0) < 600
-            if (
-                ours.status == 201
-                and upstream.status >= 400
-                and low
-                and ("expirationSeconds" in _message(upstream.body))
-            ):
-                tally.outcomes["only ours stored"] += 1
-                tally.add(case, CM_REJECTED)
-                tally.pods_by_class[CM_REJECTED] += 1
-            else:
-                tally.fail(
-                    case,
-                    f"ours HTTP {ours.status} ({_message(ours.body)[:200]}), "
-                    f"upstream HTTP {upstream.status} ({_message(upstream.body)[:200]})",
-                )
+        injected += _compare_stored(case, answers["ours"], answers["upstream"], tally)
     text = f"stored Pods ({len(cases)} of seed {SEED}, created once per webhook):\n{tally.report()}"
     record_report(request.config, text)
     (registered.cluster.workdir / "stored-report.txt").write_text(text + "\n", encoding="utf-8")
@@ -222,3 +176,55 @@ def test_same_pods_stored(registered: Pair, request: pytest.FixtureRequest) -> N
     assert tally.outcomes["both stored"] >= len(cases) // 2, text
     assert injected > 0, text
     assert tally.classes[CM_REJECTED] > 0, text
+
+
+def _compare_stored(case: Case, ours: Answer, upstream: Answer, tally: Tally) -> bool:
+    """Classify what the API server did with both Pods; whether ours got credentials."""
+    if ours.status == 201 and upstream.status == 201:
+        tally.outcomes["both stored"] += 1
+        before = len(tally.unclassified)
+        seen = compare_pods(
+            case,
+            normalise(ours.body),
+            normalise(upstream.body),
+            case.pod,
+            tally,
+            where="stored: ",
+        )
+        for name in seen:
+            tally.pods_by_class[name] += 1
+        if not seen and len(tally.unclassified) == before:
+            tally.identical += 1
+        return any(
+            e["name"] in ("AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            for c in ours.body["spec"]["containers"]
+            for e in c.get("env") or []
+        )
+    if ours.status == upstream.status and ours.status >= 400:
+        tally.outcomes["both rejected"] += 1
+        reasons = [
+            a.body.get("reason") if isinstance(a.body, dict) else None for a in (ours, upstream)
+        ]
+        if reasons[0] != reasons[1]:
+            tally.fail(
+                case, f"rejected for different reasons: ours {reasons[0]}, upstream {reasons[1]}"
+            )
+        return False
+    entry = applied_entry(case.identity)
+    low = entry is not None and 0 != entry.get("TokenExpiration", 0) < 600
+    if (
+        ours.status == 201
+        and upstream.status >= 400
+        and low
+        and ("expirationSeconds" in _message(upstream.body))
+    ):
+        tally.outcomes["only ours stored"] += 1
+        tally.add(case, CM_REJECTED)
+        tally.pods_by_class[CM_REJECTED] += 1
+    else:
+        tally.fail(
+            case,
+            f"ours HTTP {ours.status} ({_message(ours.body)[:200]}), "
+            f"upstream HTTP {upstream.status} ({_message(upstream.body)[:200]})",
+        )
+    return False

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,10 @@ from tests.e2e.kube import (
     load_manifests,
     write_kubeconfig,
 )
-from tests.e2e.processes import Process, free_port, wait_until
+from tests.e2e.processes import Process, wait_until
+from tests.support.ports import free_port
+from tests.support.reviews import role_arn
+from tests.support.tiers import executable, printed_directory, run_script
 from webhook.certificates.issuing import ca_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +50,7 @@ WEBHOOK_GROUPS = ("system:serviceaccounts", f"system:serviceaccounts:{WEBHOOK_NA
 #: Namespaces opt into one webhook process with this label; every configuration made from the
 #: manifest gets one extra `In` expression on it, next to the manifest's own selectors.
 WEBHOOK_LABEL = "e2e.pod-identity-webhook/webhook"
-MARKER_ROLE = "arn:aws:iam::111122223333:role/e2e-marker"
+MARKER_ROLE = role_arn("e2e-marker")
 APISERVER_CLIENT_NAME = "e2e-kube-apiserver"
 
 ETCD_READY_TIMEOUT = 30.0
@@ -67,21 +69,14 @@ class Binaries:
     how: str
 
 
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 def needs_build() -> bool:
     """Whether find_binaries would have to compile (no supplied binaries, an empty cache)."""
     if os.environ.get("KUBEBUILDER_ASSETS") or os.environ.get("TEST_ASSET_KUBE_APISERVER"):
         return False
-    if not _executable(BUILD_SCRIPT) or shutil.which("go") is None:
+    if not executable(BUILD_SCRIPT) or shutil.which("go") is None:
         return False
-    result = subprocess.run(
-        [str(BUILD_SCRIPT), "--print-dir"], capture_output=True, check=False, cwd=REPO
-    )
-    directory = Path(result.stdout.decode(errors="replace").strip() or "/nonexistent")
-    return not all(_executable(directory / name) for name in ("kube-apiserver", "etcd"))
+    directory = printed_directory(BUILD_SCRIPT) or Path("/nonexistent")
+    return not all(executable(directory / name) for name in ("kube-apiserver", "etcd"))
 
 
 def find_binaries(build_log: Path) -> Binaries | str:
@@ -93,36 +88,20 @@ def find_binaries(build_log: Path) -> Binaries | str:
     assets = os.environ.get("KUBEBUILDER_ASSETS", "")
     if assets:
         apiserver, etcd = Path(assets) / "kube-apiserver", Path(assets) / "etcd"
-        if _executable(apiserver) and _executable(etcd):
+        if executable(apiserver) and executable(etcd):
             return Binaries(apiserver, etcd, f"KUBEBUILDER_ASSETS={assets}")
     named = os.environ.get("TEST_ASSET_KUBE_APISERVER", ""), os.environ.get("TEST_ASSET_ETCD", "")
     if all(named):
         apiserver, etcd = Path(named[0]), Path(named[1])
-        if _executable(apiserver) and _executable(etcd):
+        if executable(apiserver) and executable(etcd):
             return Binaries(apiserver, etcd, "TEST_ASSET_KUBE_APISERVER/TEST_ASSET_ETCD")
-    if not _executable(BUILD_SCRIPT):
-        return f"{BUILD_SCRIPT} is missing and KUBEBUILDER_ASSETS is not set"
-    with build_log.open("wb") as log:
-        result = subprocess.run(
-            [str(BUILD_SCRIPT), "kube-apiserver", "etcd"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            check=False,
-            cwd=REPO,
-        )
-    lines = result.stdout.decode(errors="replace").strip().splitlines()
-    if result.returncode == 0 and lines:
-        directory = Path(lines[-1])
-        apiserver, etcd = directory / "kube-apiserver", directory / "etcd"
-        if _executable(apiserver) and _executable(etcd):
-            return Binaries(apiserver, etcd, f"tools/kube/build.sh ({directory})")
-    errors = [
-        line
-        for line in build_log.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip()
-    ]
-    why = errors[-1] if errors else f"exit status {result.returncode}"
-    return f"no kube-apiserver/etcd: {why} (set KUBEBUILDER_ASSETS or install Go)"
+    found = run_script(BUILD_SCRIPT, "kube-apiserver", "etcd", log=build_log)
+    if isinstance(found, Path):
+        apiserver, etcd = found / "kube-apiserver", found / "etcd"
+        if executable(apiserver) and executable(etcd):
+            return Binaries(apiserver, etcd, f"tools/kube/build.sh ({found})")
+        found = f"{found} holds no kube-apiserver and etcd"
+    return f"no kube-apiserver/etcd: {found} (set KUBEBUILDER_ASSETS or install Go)"
 
 
 # --- HTTPS probes ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ unless POD_IDENTITY_WEBHOOK_REQUIRE_E2E=1 (CI), which makes it fail instead.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from tests.e2e.cluster import (
 )
 from tests.e2e.podidentity import pod_identity  # noqa: F401 - the Pod Identity tier's fixture
 from tests.e2e.processes import child_environment
+from tests.support.tiers import REQUIRE_E2E, unavailable
 
-REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_E2E"
 BINARIES = pytest.StashKey[Binaries | str]()
 CLUSTER = pytest.StashKey[Cluster]()
 WATCH_SECONDS = 2
@@ -79,9 +78,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _unavailable(found: Binaries | str) -> None:
     """Skip (one summary line for the whole tier), or fail when the tier is required."""
     if isinstance(found, str):
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"e2e tier required ({REQUIRE_ENV}=1) but {found}", pytrace=False)
-        pytest.skip(f"e2e tier skipped: {found}")
+        unavailable("e2e tier", found, require=REQUIRE_E2E)
 
 
 @pytest.hookimpl(tryfirst=True)

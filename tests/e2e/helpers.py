@@ -8,11 +8,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-ACCOUNT = "111122223333"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/e2e-app"
-OTHER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/e2e-other"
+from tests.support.reviews import PREFIX, ROLE
 
-PREFIX = "eks.amazonaws.com"
 ROLE_ARN = f"{PREFIX}/role-arn"
 AUDIENCE = f"{PREFIX}/audience"
 STS_REGIONAL = f"{PREFIX}/sts-regional-endpoints"

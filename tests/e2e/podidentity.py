@@ -24,7 +24,8 @@ import pytest
 from tests.e2e import pki
 from tests.e2e.cluster import REPO, Cluster, Namespace, client_context, http_get, https_get
 from tests.e2e.kube import ApiError, Kube, configuration, load_manifests, write_kubeconfig
-from tests.e2e.processes import Process, free_port, wait_until
+from tests.e2e.processes import Process, wait_until
+from tests.support.ports import free_port
 from webhook.certificates.issuing import make_serving_cert
 
 COMPONENT = REPO / "manifests" / "components" / "pod-identity"

@@ -10,21 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 from tests.e2e.pki import KeyPair
+from tests.support.http import LoopbackServer, QuietHandler
 
 SIDECAR = "e2e-sidecar"
 SIDECAR_LABEL = "e2e.pod-identity-webhook/sidecar"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     calls: ClassVar[list[str]]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        """Quiet: the test output is no place for an access log."""
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -47,11 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(
             {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
         ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_body(body, "application/json")
 
 
 class SidecarInjector:
@@ -64,28 +56,17 @@ class SidecarInjector:
             pass
 
         Handler.calls = self.calls
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(certificate.cert_path), str(certificate.key_path))
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="e2e-sidecar-injector",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = LoopbackServer(Handler, context, name="e2e-sidecar-injector")
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/mutate"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.close()
 
     def configuration(self, name: str, ca_bundle: str) -> dict[str, Any]:
         return {

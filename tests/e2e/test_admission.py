@@ -12,7 +12,6 @@ import pytest
 from tests.e2e.cluster import WEBHOOK_LABEL, WEBHOOK_NAMESPACE, Cluster, Namespace, WebhookProcess
 from tests.e2e.helpers import (
     MOUNT_PATH,
-    ROLE,
     ROLE_ARN,
     VOLUME,
     assert_untouched,
@@ -30,6 +29,7 @@ from tests.e2e.helpers import (
 from tests.e2e.kube import ApiError
 from tests.e2e.processes import wait_until
 from tests.e2e.sidecar import SIDECAR, SIDECAR_LABEL, SidecarInjector
+from tests.support.reviews import ROLE
 from webhook.certificates.issuing import ca_bundle
 
 pytestmark = pytest.mark.e2e

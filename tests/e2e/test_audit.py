@@ -13,7 +13,6 @@ import pytest
 
 from tests.e2e.cluster import MANIFESTS, Cluster, Namespace, WebhookProcess, metric_value
 from tests.e2e.helpers import (
-    ROLE,
     ROLE_ARN,
     SKIP_CONTAINERS,
     assert_untouched,
@@ -23,6 +22,7 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.kube import load_manifests, object_path
 from tests.e2e.processes import wait_until
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.e2e
 

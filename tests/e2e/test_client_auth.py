@@ -21,8 +21,9 @@ from tests.e2e.cluster import (
     client_context,
     http_get,
 )
-from tests.e2e.helpers import ROLE, ROLE_ARN, assert_web_identity, pod
+from tests.e2e.helpers import ROLE_ARN, assert_web_identity, pod
 from tests.e2e.processes import wait_until
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.e2e
 

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 
 from tests.e2e.cluster import Cluster, Namespace, WebhookProcess
-from tests.e2e.helpers import ROLE, ROLE_ARN, by_name, env, pod
+from tests.e2e.helpers import ROLE_ARN, by_name, env, pod
 from tests.e2e.kube import ApiError
 from tests.localsts import Moto, container_env, kubelet, moto_over_tls, run_sdk
+from tests.support.reviews import role_arn
 
 pytestmark = pytest.mark.e2e
+
+ROLE = role_arn("e2e-app")  # the assumed-role ARN moto answers names it
 
 SELECTOR = "local-sts"
 CA_FILE = "/var/run/secrets/eks.amazonaws.com/ca-bundle/ca-bundle.pem"

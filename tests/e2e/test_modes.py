@@ -11,14 +11,12 @@ import pytest
 
 from tests.e2e.cluster import WEBHOOK_NAMESPACE, Cluster, Namespace
 from tests.e2e.helpers import (
-    ACCOUNT,
     CC_AUDIENCE,
     CC_FULL_URI,
     CC_MOUNT_PATH,
     CC_TOKEN_FILE,
     CC_VOLUME,
     POD_IDENTITY_LABEL,
-    ROLE,
     ROLE_ARN,
     TOKEN_EXPIRATION,
     VOLUME,
@@ -32,15 +30,16 @@ from tests.e2e.helpers import (
     token_source,
 )
 from tests.e2e.processes import wait_until
+from tests.support.reviews import ROLE, role_arn
 
 pytestmark = pytest.mark.e2e
 
 REGION = [("AWS_DEFAULT_REGION", "eu-west-2"), ("AWS_REGION", "eu-west-2")]
 CONFIG_MAP_PATH = f"/api/v1/namespaces/{WEBHOOK_NAMESPACE}/configmaps/pod-identity-webhook"
 FLAG_AUDIENCE = "e2e-flag-audience"  # the configmap webhook's --token-audience
-CM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/e2e-cm-app"
-SHARED_ROLE = f"arn:aws:iam::{ACCOUNT}:role/e2e-cm-shared"
-IGNORED_ROLE = f"arn:aws:iam::{ACCOUNT}:role/e2e-cm-ignored"
+CM_ROLE = role_arn("e2e-cm-app")
+SHARED_ROLE = role_arn("e2e-cm-shared")
+IGNORED_ROLE = role_arn("e2e-cm-ignored")
 
 
 def _write_atomically(path: Path, text: str) -> None:

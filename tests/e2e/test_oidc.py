@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import Cluster, Namespace, client_context, https_get
-from tests.e2e.helpers import ROLE, ROLE_ARN
+from tests.e2e.helpers import ROLE_ARN
 from tests.e2e.kube import Kube, configuration
-from tests.e2e.processes import Process, free_port, wait_until
-from tests.e2e.test_token import _verify
+from tests.e2e.processes import Process, wait_until
+from tests.support.irsa import verify_jwt
+from tests.support.ports import free_port
+from tests.support.reviews import ROLE
 from webhook.cli import run
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +52,7 @@ def test_published_documents_match_the_api_server_and_verify_its_tokens(
     }
     path = f"/api/v1/namespaces/{ns.name}/serviceaccounts/app/token"
     token = cluster.admin.request("POST", path, request).body["status"]["token"]
-    _, claims = _verify(token, ours_jwks)
+    claims = verify_jwt(token, ours_jwks)
 
     printed = _command(
         "trust-policy",
@@ -169,7 +171,7 @@ def test_two_issuer_flags_keep_the_running_clusters_tokens_valid(
         try:
             assert _authenticated(kube, old_token) is old_accepted, name
             new_token = kube.request("POST", path, request).body["status"]["token"]
-            _, claims = _verify(new_token, jwks)
+            claims = verify_jwt(new_token, jwks)
             assert claims["iss"] == new_issuer
             assert _authenticated(kube, new_token)
         finally:

@@ -25,9 +25,9 @@ import pytest
 from tests.e2e.cluster import Namespace
 from tests.e2e.podidentity import CLUSTER_NAME, REGION, PodIdentity, role, serving_cert_for
 from tests.e2e.processes import Process, wait_until
+from tests.support.tiers import REQUIRE_NETNS, unavailable
 
 pytestmark = pytest.mark.e2e
-REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_NETNS"
 
 CLIENT = """
 import json, sys
@@ -82,9 +82,7 @@ def _ip(*argv: str) -> None:
 def netns() -> Iterator[NetNs]:
     reason = _usable()
     if reason is not None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"netns tier required ({REQUIRE_ENV}=1) but {reason}", pytrace=False)
-        pytest.skip(f"netns tier skipped: {reason}")
+        unavailable("netns tier", reason, require=REQUIRE_NETNS)
     tag = secrets.token_hex(3)
     name, host_if, ns_if = f"pi-agent-{tag}", f"pih{tag}", f"pin{tag}"
     third = 100 + secrets.randbelow(100)

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import MANIFESTS, Cluster, Namespace, WebhookProcess
-from tests.e2e.helpers import ROLE, ROLE_ARN, assert_untouched, assert_web_identity, pod
+from tests.e2e.helpers import ROLE_ARN, assert_untouched, assert_web_identity, pod
 from tests.e2e.kube import ApiError
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,9 @@ import pytest
 
 from tests.e2e.cluster import WEBHOOK_LABEL, Cluster, Namespace, WebhookProcess, unique_name
 from tests.e2e.conftest import WATCH_SECONDS
-from tests.e2e.helpers import ROLE, ROLE_ARN, assert_untouched, assert_web_identity, env, pod
+from tests.e2e.helpers import ROLE_ARN, assert_untouched, assert_web_identity, env, pod
 from tests.e2e.processes import wait_until
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.e2e
 

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.e2e.cluster import Cluster, Namespace
-from tests.e2e.helpers import AUDIENCE, ROLE, ROLE_ARN, TOKEN_EXPIRATION, pod, token_source
+from tests.e2e.helpers import AUDIENCE, ROLE_ARN, TOKEN_EXPIRATION, pod, token_source
+from tests.support.irsa import b64url, jwt_header, verify_jwt
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.e2e
-
-
-def _b64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _b64url_int(text: str) -> int:
-    return int.from_bytes(_b64url(text), "big")
-
-
-def _verify(token: str, jwks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """RS256 signature check against the JWKS; returns (header, claims)."""
-    header_b64, claims_b64, signature_b64 = token.split(".")
-    header = json.loads(_b64url(header_b64))
-    assert header["alg"] == "RS256"
-    (key,) = [k for k in jwks["keys"] if k["kid"] == header["kid"]]
-    assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig")
-    public = rsa.RSAPublicNumbers(_b64url_int(key["e"]), _b64url_int(key["n"])).public_key()
-    public.verify(
-        _b64url(signature_b64),
-        f"{header_b64}.{claims_b64}".encode(),
-        padding.PKCS1v15(),
-        hashes.SHA256(),
-    )
-    return header, json.loads(_b64url(claims_b64))
 
 
 def test_token_for_the_injected_volume_verifies_like_sts_would(
@@ -79,7 +52,8 @@ def test_token_for_the_injected_volume_verifies_like_sts_would(
     assert discovery["jwks_uri"].startswith(cluster.issuer)
     assert "RS256" in discovery["id_token_signing_alg_values_supported"]
     jwks = cluster.admin.get("/openid/v1/jwks", accept="application/jwk-set+json")
-    _, claims = _verify(token, jwks)
+    assert jwt_header(token)["alg"] == "RS256"
+    claims = verify_jwt(token, jwks)
 
     assert claims["iss"] == cluster.issuer
     assert claims["aud"] == [audience]
@@ -93,6 +67,6 @@ def test_token_for_the_injected_volume_verifies_like_sts_would(
     # A token altered after signing does not verify.
     header_b64, _, signature_b64 = token.split(".")
     forged = json.dumps({**claims, "sub": "system:serviceaccount:kube-system:admin"}).encode()
-    forged_b64 = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+    forged_b64 = b64url(forged)
     with pytest.raises(InvalidSignature):
-        _verify(f"{header_b64}.{forged_b64}.{signature_b64}", jwks)
+        verify_jwt(f"{header_b64}.{forged_b64}.{signature_b64}", jwks)

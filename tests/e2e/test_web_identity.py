@@ -11,8 +11,6 @@ from tests.e2e.cluster import Namespace, WebhookProcess
 from tests.e2e.helpers import (
     AUDIENCE,
     MOUNT_PATH,
-    OTHER_ROLE,
-    ROLE,
     ROLE_ARN,
     SKIP_CONTAINERS,
     SKIP_LABEL,
@@ -33,6 +31,7 @@ from tests.e2e.helpers import (
     web_identity_env,
 )
 from tests.e2e.processes import wait_until
+from tests.support.reviews import OTHER_ROLE, ROLE
 
 pytestmark = pytest.mark.e2e
 

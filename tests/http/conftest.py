@@ -15,9 +15,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
-from tests.http.helpers import JSON, REPO, SERVICE_ACCOUNTS, free_port, lowest, wait_until_sync
+from tests.http.helpers import JSON, REPO, SERVICE_ACCOUNTS, lowest, wait_until_sync
 from tests.http.processes import STARTUP_DEADLINE, Files, Launch, argv
 from tests.http.processes import Webhook as Process
+from tests.support.ports import free_port
 from webhook.certificates.issuing import make_ca, make_serving_cert
 from webhook.certificates.serving import CertificateReloader
 from webhook.config import Config

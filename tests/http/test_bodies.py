@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.http.helpers import make_pod, make_review, sample_review, wait_until_sync
+from tests.http.helpers import sample_review, wait_until_sync
 from tests.http.processes import Conversation, Launch, Webhook, cpu_seconds, metric, request_bytes
+from tests.support.reviews import make_pod, make_review
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.http.conftest import MakeHarness
-from tests.http.helpers import PREFIX, ROLE, make_pod, make_review, metric_value
+from tests.http.helpers import metric_value
+from tests.support.reviews import PREFIX, ROLE, make_pod, make_review
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from tests.http.helpers import make_pod, make_review, sample_review, wait_until_sync
+from tests.http.helpers import sample_review, wait_until_sync
 from tests.http.processes import (
     Answer,
     Conversation,
@@ -29,6 +29,7 @@ from tests.http.processes import (
     refuses_connections,
     request_bytes,
 )
+from tests.support.reviews import make_pod, make_review
 
 pytestmark = pytest.mark.timeout(60)
 

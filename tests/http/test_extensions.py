@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from tests.http.conftest import MakeHarness
-from tests.http.helpers import ROLE, make_pod, make_review, metric_value, patched_pod
+from tests.http.helpers import metric_value
+from tests.support.reviews import ROLE, make_pod, make_review, patched_pod
 from webhook.admission.extensions import Extensions
 from webhook.admission.policy import parse_policy
 from webhook.admission.rules import load_rule

@@ -1,5 +1,5 @@
-"""The ServiceAccount lookup grace period (compatibility 2c): a Pod created right after its
-ServiceAccount is mutated even when the watch has not delivered the ServiceAccount yet."""
+"""The ServiceAccount lookup grace period (docs/compatibility.md, 2c): a Pod created right after
+its ServiceAccount is mutated even when the watch has not delivered the ServiceAccount yet."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ from typing import Any
 import pytest
 
 from tests.http.conftest import Harness, MakeHarness
-from tests.http.helpers import (
-    PREFIX,
-    ROLE,
-    env_of,
-    make_pod,
-    make_review,
-    metric_samples,
-    metric_value,
-    patched_pod,
-)
+from tests.http.helpers import metric_samples, metric_value
+from tests.support.reviews import PREFIX, ROLE, env_of, make_pod, make_review, patched_pod
 
 pytestmark = pytest.mark.timeout(20)
 

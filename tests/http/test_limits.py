@@ -15,8 +15,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.http.helpers import make_pod, make_review, sample_review
+from tests.http.helpers import sample_review
 from tests.http.processes import Conversation, Launch, Webhook, metric, request_bytes
+from tests.support.reviews import make_pod, make_review
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from tests.http.conftest import Harness, MakeHarness
-from tests.http.helpers import JSON, ROLE, make_pod, make_review, sample_review
+from tests.http.helpers import JSON, sample_review
+from tests.support.reviews import ROLE, make_pod, make_review
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -1,7 +1,7 @@
 """Malformed webhook requests: a 4xx with a JSON error, never a 500 and never a denial.
 
 An `allowed: false` answer denies the Pod whatever the webhook's failurePolicy says; a 4xx lets
-the API server apply the failurePolicy the cluster owner chose (compatibility 2b).
+the API server apply the failurePolicy the cluster owner chose (docs/compatibility.md, 2b).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 import structlog
 
 from tests.http.conftest import Harness
-from tests.http.helpers import JSON, make_pod, make_review, metric_samples, metric_value
+from tests.http.helpers import JSON, metric_samples, metric_value
+from tests.support.reviews import make_pod, make_review
 
 pytestmark = pytest.mark.timeout(20)
 

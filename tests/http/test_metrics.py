@@ -11,14 +11,8 @@ import json
 import pytest
 
 from tests.http.conftest import Harness, MakeHarness
-from tests.http.helpers import (
-    JSON,
-    make_pod,
-    make_review,
-    metric_samples,
-    metric_value,
-    patched_pod,
-)
+from tests.http.helpers import JSON, metric_samples, metric_value
+from tests.support.reviews import make_pod, make_review, patched_pod
 
 pytestmark = pytest.mark.timeout(20)
 

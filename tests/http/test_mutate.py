@@ -7,19 +7,16 @@ import json
 import pytest
 
 from tests.http.conftest import Harness, MakeHarness
-from tests.http.helpers import (
-    JSON,
-    MOUNT_PATH,
+from tests.http.helpers import JSON, MOUNT_PATH, TOKEN_FILE, sample_review
+from tests.support.reviews import (
     PREFIX,
     ROLE,
-    TOKEN_FILE,
     UID,
     decode_patch,
     env_of,
     make_pod,
     make_review,
     patched_pod,
-    sample_review,
 )
 from webhook.admission.entries import ConfigMapEntry
 

@@ -19,18 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.http.conftest import Authority
-from tests.http.helpers import (
-    JSON,
-    ROLE,
-    env_of,
-    free_port,
-    make_pod,
-    make_review,
-    metric_value,
-    patched_pod,
-    sample_review,
-    wait_until_sync,
-)
+from tests.http.helpers import JSON, metric_value, sample_review, wait_until_sync
 from tests.http.processes import (
     Files,
     Launch,
@@ -40,6 +29,8 @@ from tests.http.processes import (
     metric,
     refuses_connections,
 )
+from tests.support.ports import free_port
+from tests.support.reviews import ROLE, env_of, make_pod, make_review, patched_pod
 from webhook.certificates.issuing import certificate_expiry, certificate_serial, make_serving_cert
 
 pytestmark = pytest.mark.timeout(30)

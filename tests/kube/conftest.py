@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
 from tests.kube.fakeapi import FakeApi
-from tests.kube.helpers import make_review
+from tests.support.reviews import make_pod, make_review
 from webhook import kube
 from webhook.config import Config
 from webhook.server.app import Webhook, make_webhook_app
@@ -107,7 +107,9 @@ class Admission:
     async def review(self, service_account: str, *, namespace: str = "default") -> dict[str, Any]:
         response = await self.client.post(
             "/mutate",
-            data=json.dumps(make_review(service_account, namespace=namespace)),
+            data=json.dumps(
+                make_review(make_pod(service_account, namespace=namespace), namespace=namespace)
+            ),
             headers={"Content-Type": "application/json"},
         )
         assert response.status == 200, await response.text()

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from tests.kube.fakeapi import PREFIX, SERVICE_ACCOUNTS, FakeApi
+from tests.support.reviews import ROLE, patch_or_none
 
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
-OTHER_ROLE = "arn:aws:iam::111122223333:role/other"
 ANNOTATED = {f"{PREFIX}/role-arn": ROLE}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(
@@ -60,40 +48,11 @@ async def processed(
         await asyncio.sleep(0)
 
 
-def make_review(
-    service_account: str, *, namespace: str = "default", uid: str = "uid-1"
-) -> dict[str, Any]:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"generateName": "app-", "namespace": namespace},
-        "spec": {
-            "serviceAccountName": service_account,
-            "containers": [{"name": "app", "image": "busybox"}],
-        },
-    }
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "object": pod,
-        },
-    }
-
-
 def injected_role(answer: Mapping[str, Any]) -> str | None:
     """The AWS_ROLE_ARN the answer's patch injects into the first container, or None."""
     response = answer["response"]
     assert response["allowed"] is True
-    if "patch" not in response:
-        return None
-    patch = json.loads(base64.b64decode(response["patch"], validate=True))
-    for operation in patch:
+    for operation in patch_or_none(response) or []:
         value = operation.get("value")
         found = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
         for item in found:

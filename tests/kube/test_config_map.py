@@ -1,4 +1,5 @@
-"""The pod-identity-webhook ConfigMap reflector (--watch-config-map, compatibility 2d)."""
+"""The pod-identity-webhook ConfigMap reflector (--watch-config-map; docs/compatibility.md,
+2d)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from tests.kube.conftest import MakeAdmission, Running, Start
 from tests.kube.fakeapi import CONFIG_MAPS, SERVICE_ACCOUNTS, FakeApi, config_map
-from tests.kube.helpers import OTHER_ROLE, ROLE, eventually, injected_role, processed
+from tests.kube.helpers import eventually, injected_role, processed
+from tests.support.reviews import OTHER_ROLE, ROLE
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -1,4 +1,5 @@
-"""Admission with a cache miss (compatibility 2c): wait for the watch, live GET, dedup, limits.
+"""Admission with a cache miss (docs/compatibility.md, 2c): wait for the watch, live GET, dedup,
+limits.
 
 Driven through the real webhook app (`make_webhook_app`) over aiohttp's test client, with the
 reflectors and the fetcher talking to the fake API server.
@@ -13,7 +14,8 @@ import pytest
 
 from tests.kube.conftest import MakeAdmission, Start
 from tests.kube.fakeapi import SERVICE_ACCOUNTS, FakeApi, service_account
-from tests.kube.helpers import ANNOTATED, ROLE, eventually, injected_role
+from tests.kube.helpers import ANNOTATED, eventually, injected_role
+from tests.support.reviews import ROLE
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -15,7 +15,9 @@ import pytest
 
 from tests.kube.conftest import Running, Start
 from tests.kube.fakeapi import SERVICE_ACCOUNTS, FakeApi, service_account
-from tests.kube.helpers import ANNOTATED, OTHER_ROLE, ROLE, eventually, free_port
+from tests.kube.helpers import ANNOTATED, eventually
+from tests.support.ports import free_port
+from tests.support.reviews import OTHER_ROLE, ROLE
 from webhook import kube
 from webhook.config import Config
 from webhook.kube import Api, Reflector, client_configuration

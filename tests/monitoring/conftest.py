@@ -3,13 +3,13 @@ built once per session before the tests run, outside any test's timeout."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.monitoring.tools import REQUIRE_ENV, Promtool, find_promtool
+from tests.monitoring.tools import Promtool, find_promtool
+from tests.support.tiers import REQUIRE_PROMTOOL, unavailable
 
 HERE = Path(__file__).resolve().parent
 PROMTOOL = pytest.StashKey[Promtool]()
@@ -41,12 +41,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _tool(config: pytest.Config, name: str) -> Path:
     found = _find(config)
-    if name in found.paths:
-        return found.paths[name]
-    why = found.missing.get(name, "not looked for")
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{name} required ({REQUIRE_ENV}=1) but {why}", pytrace=False)
-    pytest.skip(f"{name} unavailable: {why}")
+    if name not in found.paths:
+        unavailable(name, found.missing.get(name, "not looked for"), require=REQUIRE_PROMTOOL)
+    return found.paths[name]
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ from tests.monitoring.tools import (
     Selector,
     parse_expressions,
 )
+from tests.support.ports import free_port
+from tests.support.reviews import ROLE, role_arn
 from webhook.certificates.issuing import make_ca, make_serving_cert
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,8 +64,7 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "endpoint", "
 #: Grafana's built-in variables, replaced by what Grafana would put there.
 GRAFANA_INTERVALS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
 
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
-LOCKED_ROLE = "arn:aws:iam::111122223333:role/admin"
+LOCKED_ROLE = role_arn("admin")
 SERVICE_ACCOUNTS = f"""\
 apiVersion: v1
 kind: ServiceAccount
@@ -208,15 +209,6 @@ class Running:
             connection.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _until(predicate: Any, what: str, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -241,7 +233,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     (directory / "service-accounts.yaml").write_text(SERVICE_ACCOUNTS, encoding="utf-8")
     (directory / "policy.yaml").write_text(POLICY, encoding="utf-8")
     (directory / "broken_rule.py").write_text(BROKEN_RULE, encoding="utf-8")
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     argv = [
         sys.executable,
         "-m",

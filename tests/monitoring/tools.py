@@ -9,15 +9,15 @@ POD_IDENTITY_WEBHOOK_REQUIRE_PROMTOOL=1 (CI), which makes them fail.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.tiers import executable, run_script
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "promtool" / "build.sh"
-REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_PROMTOOL"
 
 
 @dataclass
@@ -28,37 +28,18 @@ class Promtool:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 def find_promtool(log: Path) -> Promtool:
     """Run build.sh (its stderr goes to `log`) and take promtool and selectors from its output."""
     found = Promtool()
-    if not _executable(BUILD_SCRIPT):
+    promtool = run_script(BUILD_SCRIPT, log=log, timeout=3600)
+    if isinstance(promtool, str) or not executable(promtool):
+        why = promtool if isinstance(promtool, str) else f"{promtool} is not an executable"
         for name in ("promtool", "selectors"):
-            found.missing[name] = f"{BUILD_SCRIPT} is missing"
-        return found
-    with log.open("wb") as output:
-        result = subprocess.run(
-            [str(BUILD_SCRIPT)],
-            stdout=subprocess.PIPE,
-            stderr=output,
-            check=False,
-            cwd=REPO,
-            timeout=3600,
-        )
-    lines = result.stdout.decode(errors="replace").strip().splitlines()
-    errors = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    why = errors[-1] if errors else f"exit status {result.returncode}"
-    promtool = Path(lines[-1]) if result.returncode == 0 and lines else None
-    if promtool is None or not _executable(promtool):
-        for name in ("promtool", "selectors"):
-            found.missing[name] = f"tools/promtool/build.sh failed: {why} (see {log})"
+            found.missing[name] = f"tools/promtool/build.sh failed: {why}"
         return found
     found.paths["promtool"] = promtool
     selectors = promtool.parent / "selectors"
-    if _executable(selectors):
+    if executable(selectors):
         found.paths["selectors"] = selectors
     else:
         found.missing["selectors"] = f"no selectors beside {promtool}"

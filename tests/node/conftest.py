@@ -104,9 +104,8 @@ def moto_environment(logs: Path) -> Path:
     return python
 
 
-def prepare(logs: Path) -> Prepared | str:
-    """Everything the node needs, or why it cannot be had (one line)."""
-    started = time.monotonic()
+def _host_problem(logs: Path) -> str | None:
+    """Why this host cannot run a node (one line), after installing its Debian packages."""
     if platform.system() != "Linux":
         return "needs Linux (network namespaces, cgroups, containerd)"
     if os.geteuid() != 0:
@@ -119,6 +118,15 @@ def prepare(logs: Path) -> Prepared | str:
         return f"Debian packages could not be installed: {_last_line(logs / 'packages.log')}"
     if shutil.which("go") is None:
         return "Go is needed to build the kubelet, the control plane and the sandbox image"
+    return None
+
+
+def prepare(logs: Path) -> Prepared | str:
+    """Everything the node needs, or why it cannot be had (one line)."""
+    started = time.monotonic()
+    problem = _host_problem(logs)
+    if problem is not None:
+        return problem
     # The images and moto's environment (mostly downloads and unpacking) are made while the
     # Go build (mostly CPU) runs: a cold run's longest steps overlap.
     with ThreadPoolExecutor(2, thread_name_prefix="node-prepare") as pool:

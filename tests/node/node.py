@@ -640,6 +640,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def close(self) -> None:
         """Stop everything and undo what the node changed; problems go to cleanup_problems."""
+        sandbox_netns = self._stop_processes()
+        self._stack.close()
+        self._undo_machine(sandbox_netns)
+
+    def _stop_processes(self) -> set[str]:
+        """Pods, then the node's processes in dependency order; returns the Pods' network
+        namespaces, asked of containerd before it stops."""
         problems = self.cleanup_problems
         sandbox_netns: set[str] = set()
         kubelet = self.processes.get("kubelet")
@@ -662,7 +669,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for name in ("kube-apiserver", "etcd"):
             if name in self.processes:
                 self.processes[name].stop()
-        self._stack.close()
+        return sandbox_netns
+
+    def _undo_machine(self, sandbox_netns: set[str]) -> None:
+        """Mounts, network namespaces, cgroups, sysctls, the host link and the big directories."""
+        problems = self.cleanup_problems
         left = machine.unmount_all(self.workdir)
         if left:
             problems.append(f"mounts left: {left}")

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from tests.e2e.processes import wait_until
-from tests.e2e.test_token import _verify
 from tests.node.deployment import Deployed
 from tests.node.images import Images
 from tests.node.node import ISSUER, Node
 from tests.node.sts import STS_NAMES, StsEndpoint
+from tests.support.irsa import verify_jwt
 from webhook.cli import run
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
@@ -130,7 +130,7 @@ def test_pod_gets_credentials_from_sts_with_the_projected_token(
         form = call["form"]
         assert form["RoleArn"] == ROLE
         assert form["RoleSessionName"] in sessions
-        _, claims = _verify(form["WebIdentityToken"], jwks)
+        claims = verify_jwt(form["WebIdentityToken"], jwks)
         assert claims["iss"] == ISSUER
         assert claims["aud"] == [condition[f"{host}:aud"]] == ["sts.amazonaws.com"]
         assert claims["sub"] == condition[f"{host}:sub"]

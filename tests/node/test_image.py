@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.node.images import IMAGE_SCRIPT, INPUTS_LABEL, Images
+from tests.support.reviews import ROLE
+from tests.support.versions import image_version_label, package_version
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 
 
 def _run(image: str, *argv: str, stdin: bytes | None = None, entrypoint: str | None = None) -> str:
@@ -45,11 +45,6 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _version() -> str:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return str(project["version"])
-
-
 def test_runs_as_65532_on_a_read_only_root_filesystem(images: Images) -> None:
     probe = (
         "import os\n"
@@ -64,7 +59,9 @@ def test_runs_as_65532_on_a_read_only_root_filesystem(images: Images) -> None:
 
 
 def test_help_and_version(images: Images) -> None:
-    assert _run(images.webhook, "--version").strip() == f"v{_version()}"
+    # One version (webhook/__init__.py): what the image prints, its label and the package.
+    assert _run(images.webhook, "--version").strip() == f"v{package_version()}"
+    assert image_version_label(images.webhook) == package_version()
     help_text = _run(images.webhook, "--help")
     assert "--tls-cert" in help_text
     assert "--watch-config-map" in help_text

@@ -20,10 +20,11 @@ from tests.e2e.processes import wait_until
 from tests.node.deployment import DEPLOYMENT, NAMESPACE, SECRET, Deployed
 from tests.node.load import PodLoad
 from tests.node.node import Node
+from tests.support.reviews import role_arn
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 
-ROLE = "arn:aws:iam::111122223333:role/node-tier-load"
+ROLE = role_arn("node-tier-load")
 
 
 def _namespace(node: Node, prefix: str) -> Namespace:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.reviews import role_arn
 from webhook.admission.mutation import decide
 from webhook.admission.wire import Pod
 from webhook.config import MutationConfig, config_from_argv
 from webhook.sources.associations import AssociationSource, with_association_role
 from webhook.sources.store import Store
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 
 
 def association(namespace: str, name: str, **spec: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.reviews import role_arn
 from webhook.podidentity.associations import (
     MAX_SESSION_POLICY,
     AssociationError,
@@ -14,7 +15,7 @@ from webhook.podidentity.associations import (
     parse_association,
 )
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 TARGET = "arn:aws:iam::444455556666:role/target"
 
 
@@ -149,3 +150,19 @@ def test_the_index_follows_list_and_events() -> None:
     index.delete(obj(name="db"))
     assert index.get("team-a", "db") is None
     assert [a.service_account for a in index.values()] == ["app"]
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [None, "x", {"name": "app"}, {"namespace": "team-a"}, {"namespace": 1, "name": "app"}],
+)
+def test_objects_without_a_namespace_and_name_are_refused_and_deleting_them_is_a_no_op(
+    metadata: Any,
+) -> None:
+    index = AssociationIndex()
+    index.put(obj())
+    broken = {**obj(), "metadata": metadata}
+    assert index.put(broken) == "an association without metadata.namespace/name"
+    index.delete(broken)
+    index.delete("junk")
+    assert index.keys() == {("team-a", "app")}

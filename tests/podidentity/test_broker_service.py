@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.podidentity.fakes import FakeKube, FakeSts, jwt
+from tests.support.reviews import role_arn
 from webhook.admission.policy import parse_policy
 from webhook.broker.service import Broker, Outcome, Settings
 from webhook.broker.sts import TokenBucket
@@ -22,7 +23,7 @@ from webhook.errors import (
 from webhook.podidentity.associations import AssociationIndex
 from webhook.podidentity.wire import AssumeRequest
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 CLUSTER = "prod"
 
 

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError, CredentialRetrievalError
 from prometheus_client import CollectorRegistry
 
 from tests.podidentity.fakes import FakeKube, FakeSts, jwt
+from tests.support.reviews import role_arn
 from webhook.agent.server import Agent, AgentState, make_agent_app
 from webhook.broker.server import BrokerMetrics, BrokerState, make_broker_app
 from webhook.broker.service import Broker, Settings
@@ -37,7 +38,7 @@ from webhook.podidentity.associations import AssociationIndex
 from webhook.podidentity.tokens import unverified_claims
 from webhook.podidentity.wire import AssumedRole, Credentials
 
-ROLE = "arn:aws:iam::111122223333:role/app"
+ROLE = role_arn("app")
 
 
 @dataclass

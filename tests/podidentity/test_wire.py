@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -117,3 +118,11 @@ def test_every_error_type_of_the_model() -> None:
         "ServiceUnavailableException": 503,
         "ThrottlingException": 429,
     }
+
+
+@pytest.mark.parametrize(
+    "arn",
+    ["not-an-arn", "arn:aws:iam::111122223333:role/app", "arn:aws:sts::111122223333:user/x"],
+)
+def test_the_sdk_gets_no_account_from_an_arn_that_is_not_an_assumed_role(arn: str) -> None:
+    assert sdk_credentials(dataclasses.replace(ROLE, assumed_role_arn=arn))["AccountId"] == ""

@@ -197,7 +197,8 @@ def _entry(value: Any, config: MutationConfig) -> ConfigMapEntry:
             raise TypeError("TokenExpiration is not an integer")
         if not -(1 << 63) <= expiration < (1 << 63):
             raise TypeError("TokenExpiration is out of range")
-    # Fix of upstream (compatibility 2d): a missing Audience or UseRegionalSTS means the flag.
+    # Fix of upstream (docs/compatibility.md, 2d): a missing Audience or UseRegionalSTS means
+    # the flag.
     return ConfigMapEntry(
         role_arn=role if isinstance(role, str) else "",
         audience=audience if isinstance(audience, str) else config.token_audience,
@@ -244,7 +245,7 @@ def parse_config_map(
         name = rest.split("/", 1)[0]
         if entry.token_expiration < MIN_TOKEN_EXPIRATION:
             # Upstream injects it as is and the API server then rejects every Pod of that
-            # ServiceAccount; raise it like every other expiration (compatibility 2d).
+            # ServiceAccount; raise it like every other expiration (docs/compatibility.md, 2d).
             notes.append(
                 Note(
                     "expiration-clamped",

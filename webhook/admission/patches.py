@@ -1,4 +1,4 @@
-"""Pure. The additive JSON patch that gives a Pod its credentials (compatibility 2a).
+"""Pure. The additive JSON patch that gives a Pod its credentials (docs/compatibility.md, 2a).
 
 Only `add` operations for what is missing: variables go to the end of `env`, the mount to the
 end of `volumeMounts`, the volume to the front of `volumes` (where upstream puts it). Nothing

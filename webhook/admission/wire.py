@@ -98,7 +98,7 @@ class Pod(TypedDict, total=False):
 
 
 class PatchOp(TypedDict):
-    """One RFC 6902 operation. The core only ever adds (compatibility 2a)."""
+    """One RFC 6902 operation. The core only ever adds (docs/compatibility.md, 2a)."""
 
     op: Literal["add"]
     path: str

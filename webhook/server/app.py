@@ -2,10 +2,11 @@
 
 The handler knows HTTP; everything about admission goes through the pure `reviews` and
 `mutation` modules. Errors in the webhook request itself are HTTP 4xx with a JSON body, so the
-API server applies the webhook's failurePolicy instead of denying the Pod (compatibility 2b);
-an unexpected exception is a logged 500. A client that goes away is not an error of ours: it is
-logged (`client_aborted`) and counted, without a traceback. Connection handling (limits,
-timeouts, `Connection: close` while stopping) is in connections.py.
+API server applies the webhook's failurePolicy instead of denying the Pod
+(docs/compatibility.md, 2b); an unexpected exception is a logged 500. A client that goes away
+is not an error of ours: it is logged (`client_aborted`) and counted, without a traceback.
+Connection handling (limits, timeouts, `Connection: close` while stopping) is in
+connections.py.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ async def instrument(request: web.Request, handler: Handler) -> web.StreamRespon
 
 async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision, LookupPath]:
     """The decision and how the ServiceAccount was found: `cache`, `informer` or `api`
-    (arrived while the request waited, compatibility 2c), or `missed`."""
+    (arrived while the request waited; docs/compatibility.md, 2c), or `missed`."""
     config = hook.config
     decision = decide(
         admission.pod,

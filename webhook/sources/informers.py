@@ -60,7 +60,7 @@ class _TokenBucket:
 
 
 class Fetcher:
-    """Live GET of a ServiceAccount the cache does not have yet (compatibility 2c).
+    """Live GET of a ServiceAccount the cache does not have yet (docs/compatibility.md, 2c).
 
     One request per key at a time, rate-limited, with a timeout, run in a thread. A failed GET
     is forgotten, so the next miss for that key tries again (upstream never retried).

@@ -6,8 +6,9 @@ ServiceAccount is parsed into a small entry when it changes, never per admission
 entry is kept (upstream strips ServiceAccounts for the same reason: memory on large clusters).
 
 A lookup that misses can wait for the ServiceAccount to arrive (the grace period of
-compatibility 2c): `wait_for` parks a future per key that any later `put_service_account`
-resolves, and tells the live-lookup hook, if one is set, to fetch the key from the API.
+docs/compatibility.md, 2c): `wait_for` parks a future per key that any later
+`put_service_account` resolves, and tells the live-lookup hook, if one is set, to fetch the key
+from the API.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import subprocess
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.reviews import ROLE, decode_patch
 from webhook.cli import run
 
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 POD = """\
 apiVersion: v1
 kind: Pod
@@ -115,7 +114,7 @@ def test_review_input_uses_the_request_namespace_and_echoes_uid(files):
     assert answer["apiVersion"] == "admission.k8s.io/v1beta1"
     assert answer["response"]["uid"] == "abc"
     assert answer["response"]["patchType"] == "JSONPatch"
-    patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+    patch = decode_patch(answer["response"])
     assert patch[1]["value"][0]["value"] == ROLE
     assert answer["response"]["auditAnnotations"]["role-source"] == "service-account"
 
@@ -149,12 +148,14 @@ def test_verbose_explains_on_stderr(files):
     json.loads(out)
 
 
-def test_config_map_mode(files):
+def _mutate_with_config_map(files, namespace):
+    """`mutate -o patch` of the sample Pod with the role in a ConfigMap of `namespace`."""
     (files / "cm.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pod-identity-webhook, namespace: eks}\n"
+        "apiVersion: v1\nkind: ConfigMap\n"
+        f"metadata: {{name: pod-identity-webhook, namespace: {namespace}}}\n"
         f'data:\n  config: \'{{"*/app": {{"RoleARN": "{ROLE}"}}}}\'\n'
     )
-    status, out, _ = mutate(
+    return mutate(
         "-f",
         str(files / "pod.yaml"),
         "--watch-config-map",
@@ -163,24 +164,16 @@ def test_config_map_mode(files):
         "-o",
         "patch",
     )
+
+
+def test_config_map_mode(files):
+    status, out, _ = _mutate_with_config_map(files, "eks")
     assert status == 0
     assert len(json.loads(out)) == 3
 
 
 def test_config_map_from_another_namespace_is_ignored_with_a_warning(files):
-    (files / "cm.yaml").write_text(
-        "kind: ConfigMap\nmetadata: {name: pod-identity-webhook, namespace: other}\n"
-        f'data:\n  config: \'{{"*/app": {{"RoleARN": "{ROLE}"}}}}\'\n'
-    )
-    status, out, err = mutate(
-        "-f",
-        str(files / "pod.yaml"),
-        "--watch-config-map",
-        "--config-map",
-        str(files / "cm.yaml"),
-        "-o",
-        "patch",
-    )
+    status, out, err = _mutate_with_config_map(files, "other")
     assert (status, json.loads(out)) == (0, [])
     assert "ignored" in err
 
