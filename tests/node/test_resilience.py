@@ -136,6 +136,11 @@ def _container_id(pod: dict[str, Any]) -> str:
     return container
 
 
+def _sent_at(name: str, rate: float = 10) -> float:
+    """When PodLoad sent the Pod, in seconds from its start (its index over the rate)."""
+    return int(name.rsplit("-", 1)[1]) / rate
+
+
 def test_a_replica_killed_with_sigkill(webhook: Deployed, node: Node) -> None:
     """SIGKILL to one replica's process: the other replica keeps admitting, the kubelet
     restarts the container, the Deployment is Available again."""
@@ -157,11 +162,7 @@ def test_a_replica_killed_with_sigkill(webhook: Deployed, node: Node) -> None:
     recovered_at = time.monotonic() - load.started_at
     result = load.join()
     webhook.wait_available()
-    after_kill = [
-        pod
-        for pod in result.created
-        if int(pod["metadata"]["name"].rsplit("-", 1)[1]) / 10 > killed_at
-    ]
+    after_kill = [pod for pod in result.created if _sent_at(pod["metadata"]["name"]) > killed_at]
     missing = result.without_credentials()
     print(
         f"\nSIGKILL: {len(result.created)} Pods created, {len(after_kill)} after the kill; "
@@ -173,4 +174,10 @@ def test_a_replica_killed_with_sigkill(webhook: Deployed, node: Node) -> None:
     )
     assert survivor_now["status"]["containerStatuses"][0]["restartCount"] == 0
     assert not result.errors, result.errors[:5]
-    assert missing == [], f"{len(missing)} Pods lack credentials: {missing[:10]}"
+    # An admission the API server had already written to the victim when it died is lost: it
+    # does not resend a POST whose connection breaks after the write, and no server can answer
+    # it (the auditor reports such a Pod). Only Pods sent around the kill may be one (the load's
+    # thread can lag its schedule a little, hence the half second before).
+    in_flight = [name for name in missing if -0.5 <= _sent_at(name) - killed_at <= 1.0]
+    assert missing == in_flight, f"{len(missing)} Pods lack credentials: {missing[:10]}"
+    assert len(missing) <= 2, missing
