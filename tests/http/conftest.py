@@ -186,6 +186,11 @@ def launch(tmp_path: Path, files: Files) -> Iterator[Launch]:
         yield start
     finally:
         for proc in started:
+            # SIGTERM first: a process that exits on its own writes its coverage data.
             if proc.poll() is None:
-                proc.kill()
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             proc.wait(timeout=10)

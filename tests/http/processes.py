@@ -121,6 +121,9 @@ def argv(files: Files, port: int, metrics_port: int, *extra: str) -> list[str]:
         f"--tls-cert={files.cert}",
         f"--tls-key={files.key}",
         f"--service-accounts={files.service_accounts}",
+        # No endpoint removal to wait for here, and a quick SIGTERM lets the process write its
+        # coverage data; a test that wants the delay passes its own (the last flag wins).
+        "--shutdown-delay=0s",
         *extra,
     ]
 
