@@ -264,7 +264,8 @@ def _int(text: str) -> int:
     return parse_go_int(text)
 
 
-def _port(text: str) -> int:
+def parse_port(text: str) -> int:
+    """A TCP port in pflag's int grammar (base prefixes too); every command's port flags."""
     value = parse_go_int(text)
     if not 0 <= value <= 65535:
         raise ValueError("not a TCP port (0-65535)")
@@ -341,8 +342,8 @@ _M = MutationConfig()
 
 #: Upstream's webhook flags, in upstream's order, with our few additions at the end.
 SERVER_FLAGS: tuple[FlagSpec, ...] = (
-    FlagSpec("port", _port, 443, "Port to listen on (HTTPS)", "int"),
-    FlagSpec("metrics-port", _port, 9999, "Port for /metrics (plain HTTP)", "int"),
+    FlagSpec("port", parse_port, 443, "Port to listen on (HTTPS)", "int"),
+    FlagSpec("metrics-port", parse_port, 9999, "Port for /metrics (plain HTTP)", "int"),
     FlagSpec("kubeconfig", _str, "", "(out-of-cluster) Absolute path to a kubeconfig file"),
     FlagSpec("kube-api", _str, "", "(out-of-cluster) The URL of the Kubernetes API server"),
     FlagSpec("tls-key", _str, "/etc/webhook/certs/tls.key", "Serving private key file (PEM)"),

@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from webhook.config import parse_port
 from webhook.errors import ConfigError, FlagError
 from webhook.flags import FlagSpec, parse_args
 from webhook.gocompat import parse_go_bool, parse_go_duration
@@ -66,13 +67,6 @@ class AgentConfig:
     verbosity: int = 0
 
 
-def _port(text: str) -> int:
-    value = int(text, 10)
-    if not 0 <= value <= 65535:
-        raise ValueError("not a TCP port (0-65535)")
-    return value
-
-
 def _cluster(text: str) -> str:
     if not CLUSTER_NAME.fullmatch(text):
         raise ValueError("letters, digits, - and _, 1-100 characters")
@@ -113,8 +107,8 @@ AGENT_FLAGS: tuple[FlagSpec, ...] = (
         "bool",
     ),
     FlagSpec("node-name", str, "", "This node's name (sent as eksNodeName)"),
-    FlagSpec("health-port", _port, DEFAULT_HEALTH_PORT, "Port of /healthz and /readyz", "int"),
-    FlagSpec("metrics-port", _port, DEFAULT_METRICS_PORT, "Port of /metrics", "int"),
+    FlagSpec("health-port", parse_port, DEFAULT_HEALTH_PORT, "Port of /healthz and /readyz", "int"),
+    FlagSpec("metrics-port", parse_port, DEFAULT_METRICS_PORT, "Port of /metrics", "int"),
     FlagSpec("health-address", str, "0.0.0.0", "Address of the health and metrics ports"),  # noqa: S104
     FlagSpec(
         "refresh-margin",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from webhook.config import parse_tls_min_version
+from webhook.config import parse_port, parse_tls_min_version
 from webhook.errors import ConfigError, FlagError
 from webhook.flags import FlagSpec, parse_args
 from webhook.gocompat import parse_go_bool, parse_go_duration
@@ -48,13 +48,6 @@ class BrokerConfig:
     verbosity: int = 0
 
 
-def _port(text: str) -> int:
-    value = int(text, 10)
-    if not 0 <= value <= 65535:
-        raise ValueError("not a TCP port (0-65535)")
-    return value
-
-
 def _duration_seconds(text: str) -> int:
     value = int(text, 10)
     if not 900 <= value <= 43200:
@@ -84,8 +77,8 @@ def _log_format(text: str) -> str:
 BROKER_FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("cluster-name", _cluster, "", "Cluster name: the eks-cluster-name tag (required)"),
     FlagSpec("cluster-arn", str, "", "eks-cluster-arn tag (default: built from the account)"),
-    FlagSpec("port", _port, 8443, "HTTPS port of the EKS Auth API", "int"),
-    FlagSpec("metrics-port", _port, 9990, "Port for /metrics (plain HTTP)", "int"),
+    FlagSpec("port", parse_port, 8443, "HTTPS port of the EKS Auth API", "int"),
+    FlagSpec("metrics-port", parse_port, 9990, "Port for /metrics (plain HTTP)", "int"),
     FlagSpec("tls-cert", str, "/etc/broker/certs/tls.crt", "Serving certificate (PEM)"),
     FlagSpec("tls-key", str, "/etc/broker/certs/tls.key", "Serving private key (PEM)"),
     FlagSpec("tls-min-version", str, "", "Minimum TLS version (default 1.2)"),
