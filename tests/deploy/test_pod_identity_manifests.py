@@ -115,3 +115,92 @@ def test_chart_and_component_share_one_crd() -> None:
 def test_component_files_the_e2e_tier_applies_stay_plain_kubernetes_yaml() -> None:
     kinds = [o["kind"] for o in parse((COMPONENT / "rbac.yaml").read_text(encoding="utf-8"))]
     assert kinds.count("ClusterRole") == 3
+
+
+BROKER_ROLE = "arn:aws:iam::444455556666:role/pod-identity-broker"
+TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+
+
+def _broker_irsa(deployment: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The broker container's environment and its aws-iam-token volume."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item.get("value", "") for item in container["env"]}
+    mounts = [m for m in container["volumeMounts"] if m["name"] == "aws-iam-token"]
+    assert mounts == [{"name": "aws-iam-token", "mountPath": TOKEN_DIR, "readOnly": True}]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "aws-iam-token"]
+    return env, volume["projected"]["sources"][0]["serviceAccountToken"]
+
+
+def _webhook_skips_its_namespace(objects: list[dict[str, Any]], namespace: str) -> None:
+    """Why the broker's IRSA is written into its Deployment: the webhook never sees it."""
+    (config,) = of_kind(objects, "MutatingWebhookConfiguration")
+    expressions = config["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+    assert any(e["operator"] == "NotIn" and namespace in e["values"] for e in expressions)
+
+
+def test_the_broker_irsa_component(renderer: Renderer, kustomize: Path) -> None:
+    # A user's overlay next to the others (kustomize refuses absolute roots).
+    overlay = renderer.manifests_copy() / "overlays" / "broker-irsa"
+    overlay.mkdir(exist_ok=True)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["../pod-identity"],
+                "components": ["../../components/pod-identity-broker-irsa"],
+                # The patch the component's header and the docs tell users to write.
+                "patches": [
+                    {
+                        "target": {"kind": "Deployment", "name": "pod-identity-broker"},
+                        "patch": yaml.safe_dump(
+                            [
+                                {
+                                    "op": "replace",
+                                    "path": "/spec/template/spec/containers/0/env/1/value",
+                                    "value": BROKER_ROLE,
+                                }
+                            ]
+                        ),
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    objects = renderer.kustomize_build(overlay)
+    env, token = _broker_irsa(one(objects, "Deployment", "pod-identity-broker"))
+    assert env["AWS_ROLE_ARN"] == BROKER_ROLE
+    assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == f"{TOKEN_DIR}/token"
+    assert token == {"audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}
+    _webhook_skips_its_namespace(objects, "pod-identity-webhook")
+    # Nothing else changes: the agent and the webhook get no AWS token.
+    for name in ("pod-identity-webhook",):
+        pod = one(objects, "Deployment", name)["spec"]["template"]["spec"]
+        assert all(v["name"] != "aws-iam-token" for v in pod["volumes"])
+
+
+def test_the_chart_broker_role(renderer: Renderer, helm: Path) -> None:
+    objects = charted(renderer, "--set", f"podIdentity.broker.roleArn={BROKER_ROLE}")
+    env, token = _broker_irsa(one(objects, "Deployment", "pod-identity-webhook-broker"))
+    assert env["AWS_ROLE_ARN"] == BROKER_ROLE
+    assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == f"{TOKEN_DIR}/token"
+    assert token["audience"] == "sts.amazonaws.com"
+    _webhook_skips_its_namespace(objects, "pod-identity-webhook")
+
+
+def test_the_chart_broker_without_a_role_has_no_web_identity(
+    renderer: Renderer, helm: Path
+) -> None:
+    deployment = one(charted(renderer), "Deployment", "pod-identity-webhook-broker")
+    pod = deployment["spec"]["template"]["spec"]
+    names = {item["name"] for item in pod["containers"][0]["env"]}
+    # The SDK's web-identity provider fails outright on a token file without a role ARN.
+    assert not names & {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"}
+    assert all(v["name"] != "aws-iam-token" for v in pod["volumes"])
+
+
+def test_the_chart_refuses_a_broker_role_that_is_not_a_role_arn(
+    renderer: Renderer, helm: Path
+) -> None:
+    with pytest.raises(Exception, match="roleArn"):
+        charted(renderer, "--set", "podIdentity.broker.roleArn=s3-reader")
