@@ -57,6 +57,11 @@ def check(objects: list[dict[str, Any]], broker: str, agent: str) -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     daemonset = one(objects, "DaemonSet", agent)
+    # Host network, root and NET_ADMIN: not in the webhook's "restricted" namespace.
+    assert daemonset["metadata"]["namespace"] == "kube-system"
+    (account,) = [a for a in of_kind(objects, "ServiceAccount") if a["metadata"]["name"] == agent]
+    assert account["metadata"]["namespace"] == "kube-system"
+    assert f"--agent-service-account=kube-system:{agent}" in container["args"]
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     assert pod["automountServiceAccountToken"] is False

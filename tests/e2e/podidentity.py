@@ -34,6 +34,7 @@ CLUSTER_NAME = "e2e-cluster"
 REGION = "us-east-1"
 BROKER_NS = "pod-identity-webhook"
 BROKER_USER = f"system:serviceaccount:{BROKER_NS}:pod-identity-broker"
+AGENT_NS = "kube-system"
 AGENT_SA = "pod-identity-agent"
 AGENT_AUDIENCE = "pod-identity-broker"
 POD_AUDIENCE = "pods.eks.amazonaws.com"
@@ -238,7 +239,7 @@ class PodIdentity:
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": name, "namespace": BROKER_NS},
+                "metadata": {"name": name, "namespace": AGENT_NS},
                 "spec": {
                     "serviceAccountName": AGENT_SA,
                     "automountServiceAccountToken": False,
@@ -247,7 +248,7 @@ class PodIdentity:
                 },
             }
         )
-        token = self.token(BROKER_NS, AGENT_SA, pod, AGENT_AUDIENCE)
+        token = self.token(AGENT_NS, AGENT_SA, pod, AGENT_AUDIENCE)
         path = self.workdir / f"{name}.token"
         path.write_text(token, encoding="utf-8")
         return path

@@ -109,7 +109,24 @@ class Builder:
         for name, value in build_args.items():
             argv += ["--build-arg", f"{name}={value}"]
         _run([*argv, tag, str(context)], self.log)
+        self.prune(tag)
         return tag
+
+    def prune(self, tag: str) -> None:
+        """Remove the images this tier built before for the same repository (other inputs),
+        and their archives: each change of the webhook would otherwise leave 450 MB behind.
+        Only images carrying the tier's inputs label go; nothing else of the repository."""
+        repository = tag.rpartition(":")[0]
+        listed = _run([str(IMAGE_SCRIPT), "tags", repository], self.log).split()
+        stale = [t for t in listed if t != tag and self.label(t)]
+        if stale:
+            _run([str(IMAGE_SCRIPT), "remove", *stale], self.log)
+        name = repository.rsplit("/", 1)[-1]
+        for archive in self.cache.glob(f"{name}-*.tar"):
+            # `name-<16 hex>.tar` exactly: another image's name may start with this one's.
+            inputs = archive.name[len(name) + 1 : -len(".tar")]
+            if len(inputs) == 16 and all(c in "0123456789abcdef" for c in inputs):
+                archive.unlink()
 
     def archive(self, tag: str, inputs: str) -> Path:
         name = tag.rsplit("/", 1)[-1].split(":", maxsplit=1)[0]

@@ -70,7 +70,7 @@ def test_broker_defaults() -> None:
     config, wants_help = broker_config(["--cluster-name=prod"])
     assert not wants_help
     assert config.require_agent_token is True
-    assert config.agent_service_accounts == (("pod-identity-webhook", "pod-identity-agent"),)
+    assert config.agent_service_accounts == (("kube-system", "pod-identity-agent"),)
     assert (config.session_duration, config.refresh_margin) == (3600, 1500.0)
     with pytest.raises(ConfigError):
         broker_config(["--cluster-name=prod", "--tls-min-version=9"])

@@ -12,6 +12,10 @@
 #   tools/image/image.sh save TAG ARCHIVE
 #       write TAG as an OCI (podman, buildah) or docker (docker) archive, which
 #       `ctr images import` reads; the archive keeps the name
+#   tools/image/image.sh tags REPOSITORY
+#       print REPOSITORY:TAG of each local image of REPOSITORY, one a line
+#   tools/image/image.sh remove TAG...
+#       remove the local images TAG...
 #   tools/image/image.sh run [RUN-ARGS...]
 #       `<builder> run` with the limits below (podman and docker only)
 #
@@ -111,6 +115,20 @@ case "$command" in
       docker) docker save --output "$2" "$1" ;;
       podman) podman save --quiet --format oci-archive --output "$2" "$1" ;;
       buildah) buildah push --quiet "$1" "oci-archive:$2:$1" >&2 ;;
+    esac
+    ;;
+  tags)
+    [ "$#" -eq 1 ] || die "tags needs REPOSITORY"
+    case "$builder" in
+      docker|podman) "$builder" image ls --format '{{.Repository}}:{{.Tag}}' "$1" ;;
+      buildah) buildah images --format '{{.Name}}:{{.Tag}}' "$1" ;;
+    esac
+    ;;
+  remove)
+    [ "$#" -ge 1 ] || die "remove needs TAG..."
+    case "$builder" in
+      docker|podman) "$builder" image rm "$@" >/dev/null ;;
+      buildah) buildah rmi "$@" >/dev/null ;;
     esac
     ;;
   run)

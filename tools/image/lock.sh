@@ -13,9 +13,11 @@
 #   requirements/moto.txt   moto's server with hashes, the STS the node tier's Pods call
 #                           (tests/node): its own environment, because its botocore needs
 #                           python-dateutil<3 and the kubernetes client needs >=3
+#   tests/node/images/aws-client/requirements.txt
+#                           the AWS CLI v1 and boto3 of the node tier's Pod image, with hashes
 #
 # Usage:
-#   tools/image/lock.sh            rewrite the four files (needs the package index)
+#   tools/image/lock.sh            rewrite the five files (needs the package index)
 #   tools/image/lock.sh --upgrade  the same, moving every pin to the newest allowed version
 #
 # Run it after changing dependencies in pyproject.toml, review the diff and commit it; run
@@ -75,4 +77,12 @@ printf 'moto[server]==%s\n' "$MOTO_VERSION" >"$work/moto.in"
 "${compile[@]}" --generate-hashes --output-file "$work/moto.txt" "$work/moto.in"
 sed "s|$work/moto.in|requirements/moto.in (moto[server]==$MOTO_VERSION, tools/image/lock.sh)|" \
   "$work/moto.txt" >requirements/moto.txt
-log "done; review with: git diff requirements/"
+log "tests/node/images/aws-client/requirements.txt"
+# The AWS CLI (v1) and boto3 that the node tier's Pods run, on the webhook's botocore: Debian's
+# are older than EKS Pod Identity's container-credentials endpoint.
+botocore_pin="$(grep -o '^botocore==[^ ]*' requirements/image.txt)"
+printf 'awscli\nboto3\n%s\n' "$botocore_pin" >"$work/aws-client.in"
+"${compile[@]}" --generate-hashes --output-file "$work/aws-client.txt" "$work/aws-client.in"
+sed "s|$work/aws-client.in|aws-client.in (awscli, boto3, $botocore_pin: tools/image/lock.sh)|" \
+  "$work/aws-client.txt" >tests/node/images/aws-client/requirements.txt
+log "done; review with: git diff requirements/ tests/node/images/"

@@ -14,7 +14,7 @@ from webhook.podidentity.wire import AUDIENCE, CLUSTER_NAME
 
 __all__ = ["BROKER_FLAGS", "BrokerConfig", "broker_config"]
 
-DEFAULT_AGENT = ("pod-identity-webhook", "pod-identity-agent")
+DEFAULT_AGENT = ("kube-system", "pod-identity-agent")
 DEFAULT_AGENT_AUDIENCE = "pod-identity-broker"
 
 
@@ -93,7 +93,7 @@ BROKER_FLAGS: tuple[FlagSpec, ...] = (
         parse_service_account,
         None,
         "namespace:name of the node agent's ServiceAccount; repeatable "
-        "(default pod-identity-webhook:pod-identity-agent)",
+        "(default kube-system:pod-identity-agent)",
         "stringArray",
         repeatable=True,
     ),
