@@ -63,6 +63,8 @@ NOT_NEEDED = (
     "webhook.cli.oidc",
     "webhook.cli.trust_policy",
     "webhook.cli.certs",
+    "webhook.audit",
+    "difflib",
 )
 
 

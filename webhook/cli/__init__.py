@@ -10,7 +10,6 @@ webhook does not pay for the IRSA helpers, `mutate`'s patch library, the broker 
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -27,6 +26,8 @@ COMMANDS = ("serve", "mutate", "certs", "oidc", "trust-policy", "broker", "agent
 
 
 def _unknown_command(word: str) -> str:
+    import difflib  # only for a mistyped command
+
     message = f"{PROG}: unknown command {word!r}"
     close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
     if close:

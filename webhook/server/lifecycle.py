@@ -36,7 +36,6 @@ from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.allocator import fix_mmap_threshold, trim_after_closes
 from webhook.server.app import HANDLER_ARGS, Webhook, make_metrics_app, make_webhook_app
-from webhook.server.audit import start_auditor
 from webhook.server.clients import require_client_certificates
 from webhook.server.connections import GuardedSite
 from webhook.server.metrics import Metrics
@@ -186,6 +185,8 @@ async def serve(config: Config) -> int:
         if api is not None:
             loops.append(("ca-bundle-watch", _ca_bundle_watch(hook, api, bootstrap).run))
         if config.audit_pods:
+            from webhook.server.audit import start_auditor  # only with --audit-pods
+
             auditor = start_auditor(hook, asyncio.get_running_loop())
             stack.push_async_callback(auditor.close)
             loops.append(("pod-audit", auditor.run))
