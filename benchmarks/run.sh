@@ -20,7 +20,9 @@
 #                              report medians over rounds (steadier on a shared machine)
 #   BENCH_CONNECTIONS [16]
 #   BENCH_WARMUP_SECONDS [2]   unmeasured wrk run before the saturation runs
-#   BENCH_TARGETS ["ours ours-devnull bare"]; also: bare-fast (uvloop + orjson) and
+#   BENCH_TARGETS ["ours ours-devnull bare"]; also: bare-fast (uvloop + orjson), bare-fast-mw
+#       (bare-fast with a middleware like the webhook's), bare-lowlevel (bare-fast on
+#       aiohttp.web.Server: no Application, router or middleware) and
 #       variant:V1+V2 (the webhook through benchmarks/webhook_variant.py, stdout to a file;
 #       V in nolog, nometrics, gcfreeze)
 #   BENCH_EXTRA_PYTHONPATH     PYTHONPATH of bare-fast and the variants (modules to try aside)
@@ -207,16 +209,18 @@ run_target() { # NAME ROUND
         variant:*)
             stdout_to="$WORK/${name//[:+]/-}.r$round.stdout"
             cmd=("$PY" "$BENCH/webhook_variant.py" "${name#variant:}" -- "${webhook_flags[@]}") ;;
-        bare | bare-fast)
+        bare | bare-fast | bare-fast-mw | bare-lowlevel)
             is_webhook=0; stdout_to=/dev/null
             cmd=("$PY" "$BENCH/bare_server.py" --port "$PORT" --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key")
-            if [[ $name == bare-fast ]]; then cmd+=(--uvloop --orjson); fi ;;
+            if [[ $name != bare ]]; then cmd+=(--uvloop --orjson); fi
+            if [[ $name == bare-fast-mw ]]; then cmd+=(--middleware); fi
+            if [[ $name == bare-lowlevel ]]; then cmd+=(--low-level); fi ;;
         *) die "unknown target $name" ;;
     esac
-    if [[ $name == bare-fast || $name == variant:* ]]; then
+    if [[ $name == bare-?* || $name == variant:* ]]; then
         local wants=()
-        if [[ $name == bare-fast || $name == *uvloop* ]]; then wants+=(uvloop); fi
-        if [[ $name == bare-fast || $name == *orjson* ]]; then wants+=(orjson); fi
+        if [[ $name == bare-?* || $name == *uvloop* ]]; then wants+=(uvloop); fi
+        if [[ $name == bare-?* || $name == *orjson* ]]; then wants+=(orjson); fi
         for module in "${wants[@]}"; do
             if ! PYTHONPATH="$EXTRA_PYTHONPATH" "$PY" -c "import $module" 2>/dev/null; then
                 note "skipping $name: $module is not importable (pip install --target DIR $module; BENCH_EXTRA_PYTHONPATH=DIR)"

@@ -10,6 +10,9 @@ VARIANTS is a '+'-separated list (or 'none'):
   nometrics  no Prometheus or upstream series on the /mutate path
   gcfreeze   gc.collect() + gc.freeze() once everything is imported, so the collector's older
              generations stop rescanning the start-up objects (aiohttp, kubernetes, ...)
+  lowlevel   the TLS port on aiohttp's low-level `web.Server` (no Application, router or
+             middleware chain): one handler routes /mutate, /healthz and /readyz by hand and
+             calls the webhook's own `instrument` and handlers (no client-name check)
 
 (The uvloop and orjson variants measured in benchmarks/README.md are gone: the webhook runs on
 both now.)
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def _nolog() -> None:
@@ -53,7 +57,62 @@ def _gcfreeze() -> None:
     gc.freeze()
 
 
+def _lowlevel() -> None:
+    import asyncio
+    import contextlib
+    import ssl
+
+    from aiohttp import web
+
+    from webhook.server import app as hooks
+    from webhook.server import lifecycle
+    from webhook.server.connections import GuardedSite
+
+    async def listen_tls(
+        stack: contextlib.AsyncExitStack,
+        hook: hooks.Webhook,
+        app: web.Application,
+        context: ssl.SSLContext,
+    ) -> GuardedSite:
+        class HookRequest(web.BaseRequest):
+            # The handlers find the hook through `request.app`, as on the Application path.
+            @property
+            def app(self) -> web.Application:
+                return app
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            return HookRequest(message, payload, protocol, writer, task, loop)
+
+        async def not_found(_: web.Request) -> web.StreamResponse:
+            raise web.HTTPNotFound
+
+        routes = {"/mutate": hooks.mutate, "/healthz": hooks.healthz, "/readyz": hooks.readyz}
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            return await hooks.instrument(request, routes.get(request.path, not_found))  # type: ignore[arg-type]
+
+        server = web.Server(handle, request_factory=make_request, **hooks.HANDLER_ARGS)  # type: ignore[arg-type]
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = GuardedSite(
+            runner,
+            hook.config.port,
+            context,
+            hook.config.limits,
+            handler_args=hooks.HANDLER_ARGS,
+            on_close=hook.metrics.connection_closed,
+        )
+        await site.start()
+        hook.metrics.open_connections.set_function(lambda: site.open_connections)
+        return site
+
+    lifecycle._listen_tls = listen_tls  # noqa: SLF001
+
+
 VARIANTS: dict[str, Callable[[], None]] = {
+    "lowlevel": _lowlevel,
     "nolog": _nolog,
     "nometrics": _nometrics,
     "gcfreeze": _gcfreeze,

@@ -26,12 +26,12 @@ from webhook.certificates.issuing import (
     certificate_serial,
     make_ca,
     make_serving_cert,
-    names_cover,
     needs_renewal,
     service_dns_names,
     subject_alt_names,
     trusts,
 )
+from webhook.certificates.summary import names_cover
 from webhook.cli.certs import certs_command
 from webhook.errors import ConfigError
 

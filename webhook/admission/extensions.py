@@ -1,7 +1,9 @@
 """The role policy and the extension rules applied to a built-in decision.
 
 Shared by the server and the offline `mutate` command: both get the same verdicts, the same
-rule additions and the same messages.
+rule additions and the same messages. The policy and rule machinery (and the YAML, patch and
+entry-point libraries under it) is imported only when a policy or a rule is configured: a
+webhook without them does not load it (tests/cli/test_imports.py).
 """
 
 from __future__ import annotations
@@ -10,23 +12,16 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonpatch
-
-from webhook.admission.mutation import Decision
-from webhook.admission.policy import Policy, Violation, evaluate, parse_policy
-from webhook.admission.rules import (
-    FailurePolicy,
-    LoadedRule,
-    load_rule,
-    make_request,
-    rule_patch,
-    run_rules,
-)
-from webhook.admission.wire import PatchOp
-from webhook.config import MutationConfig
 from webhook.errors import ConfigError, PolicyError
+
+if TYPE_CHECKING:
+    from webhook.admission.mutation import Decision
+    from webhook.admission.policy import Policy, Violation
+    from webhook.admission.rules import FailurePolicy, LoadedRule
+    from webhook.admission.wire import PatchOp
+    from webhook.config import MutationConfig
 
 __all__ = ["Extensions", "Extras", "extend", "load_extensions"]
 
@@ -75,6 +70,8 @@ async def extend(
 
 
 def _judge(policy: Policy, decision: Decision) -> Extras:
+    from webhook.admission.policy import evaluate
+
     judgement = evaluate(policy, decision.namespace, decision)
     violations = judgement.violations
     audit = {"policy-violations": ",".join(sorted({v.rule for v in violations}))}
@@ -89,6 +86,10 @@ def _judge(policy: Policy, decision: Decision) -> Extras:
 async def _run(
     extensions: Extensions, pod: Mapping[str, Any], decision: Decision, config: MutationConfig
 ) -> Extras:
+    import jsonpatch
+
+    from webhook.admission.rules import make_request, rule_patch, run_rules
+
     mutated = jsonpatch.apply_patch(dict(pod), list(decision.patch))
     request = make_request(mutated, decision, config)
     outcomes = await run_rules(extensions.rules, request, seconds=extensions.rule_timeout)
@@ -119,13 +120,20 @@ def load_extensions(
     """Read --policy and load every --rule at start-up; ConfigError names the culprit."""
     policy = None
     if policy_file:
+        from webhook.admission.policy import parse_policy
+
         try:
             policy = parse_policy(Path(policy_file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, PolicyError) as exc:
             raise ConfigError(f"--policy {policy_file}: {exc}") from None
+    rules: tuple[LoadedRule, ...] = ()
+    if rule_specs:
+        from webhook.admission.rules import load_rule
+
+        rules = tuple(load_rule(spec) for spec in rule_specs)
     return Extensions(
         policy=policy,
-        rules=tuple(load_rule(spec) for spec in rule_specs),
+        rules=rules,
         rule_timeout=rule_timeout,
         failure_policy="deny" if failure_policy == "deny" else "ignore",
     )

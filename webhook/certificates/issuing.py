@@ -29,7 +29,6 @@ __all__ = [
     "certificate_serial",
     "make_ca",
     "make_serving_cert",
-    "names_cover",
     "needs_renewal",
     "service_dns_names",
     "subject_alt_names",
@@ -297,21 +296,6 @@ def subject_alt_names(cert_pem: bytes) -> list[str]:
         return []
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     return [*san.get_values_for_type(x509.DNSName), *ips]
-
-
-def names_cover(names: Sequence[str], host: str) -> bool:
-    """Whether a certificate with these SAN DNS names is valid for `host` (RFC 6125: a
-    wildcard stands for exactly one left-most label), as the API server's TLS client checks."""
-    host = host.lower().rstrip(".")
-    for name in names:
-        pattern = name.lower().rstrip(".")
-        if pattern == host:
-            return True
-        if pattern.startswith("*.") and "." in host:
-            label, rest = host.split(".", 1)
-            if label and rest == pattern[2:]:
-                return True
-    return False
 
 
 def needs_renewal(cert_pem: bytes, now: datetime) -> bool:

@@ -24,8 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography import x509
-
+from webhook.certificates.summary import summarize
 from webhook.config import CIPHER_SUITES
 from webhook.errors import ConfigError
 
@@ -165,7 +164,7 @@ class CertificateReloader:
             scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             scratch.load_cert_chain(self._cert_path, self._key_path)
             self.context.load_cert_chain(self._cert_path, self._key_path)
-            parsed = x509.load_pem_x509_certificate(cert)
+            parsed = summarize(cert)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load --tls-cert {self._cert_path} / --tls-key {self._key_path}: {exc}"
@@ -174,9 +173,7 @@ class CertificateReloader:
             # The first load: the listening context requires the same client CAs.
             self.context.load_verify_locations(self._client_ca)
         self._active = active
-        self.current = LoadedCertificate(
-            digest, parsed.serial_number, parsed.not_valid_after_utc, parsed.not_valid_before_utc
-        )
+        self.current = LoadedCertificate(digest, parsed.serial, parsed.not_after, parsed.not_before)
         self._last_seen = digest
         return self.current
 

@@ -22,22 +22,20 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from webhook.admission.extensions import load_extensions
-from webhook.admission.policy import parse_policy
-from webhook.certificates.bootstrap import Bootstrap, CaBundleCheck, CaBundleWatch
-from webhook.certificates.issuing import names_cover, subject_alt_names
 from webhook.certificates.serving import CertificateReloader, LoadedCertificate, server_context
+from webhook.certificates.summary import names_cover, summarize
 from webhook.config import Config
-from webhook.errors import ApiError, ConfigError, WebhookError
+from webhook.errors import ApiError, ConfigError
 from webhook.imds import account_and_partition
 from webhook.kube import Api, client_configuration
 from webhook.server.allocator import fix_mmap_threshold, trim_after_closes
 from webhook.server.app import HANDLER_ARGS, Webhook, make_metrics_app, make_webhook_app
-from webhook.server.audit import start_auditor
 from webhook.server.clients import require_client_certificates
 from webhook.server.connections import GuardedSite
 from webhook.server.metrics import Metrics
@@ -46,6 +44,9 @@ from webhook.sources.files import PolledFile, file_sources
 from webhook.sources.informers import start_informers
 from webhook.sources.store import Store
 from webhook.telemetry import production_registry
+
+if TYPE_CHECKING:
+    from webhook.certificates.bootstrap import Bootstrap, CaBundleWatch
 
 __all__ = ["serve"]
 
@@ -102,6 +103,8 @@ def _policy_file(path: str, hook: Webhook, metrics: Metrics) -> PolledFile:
     def apply(text: str | None) -> None:
         if text is None:
             raise ValueError(f"{path} does not exist")
+        from webhook.admission.policy import parse_policy
+
         policy = parse_policy(text)  # PolicyError is a ValueError
         hook.extensions = dataclasses.replace(hook.extensions, policy=policy)
         metrics.source_reloads.labels("policy", "success").inc()
@@ -182,6 +185,8 @@ async def serve(config: Config) -> int:
         if api is not None:
             loops.append(("ca-bundle-watch", _ca_bundle_watch(hook, api, bootstrap).run))
         if config.audit_pods:
+            from webhook.server.audit import start_auditor  # only with --audit-pods
+
             auditor = start_auditor(hook, asyncio.get_running_loop())
             stack.push_async_callback(auditor.close)
             loops.append(("pod-audit", auditor.run))
@@ -340,6 +345,8 @@ async def _bootstrap(config: Config, api: Api) -> Bootstrap | None:
     """--cert-bootstrap: the Secret-held pair, created or read before anything is served."""
     if not config.cert_bootstrap:
         return None
+    from webhook.certificates.bootstrap import Bootstrap
+
     bootstrap = Bootstrap(
         api,
         namespace=config.namespace,
@@ -359,6 +366,8 @@ async def _bootstrap(config: Config, api: Api) -> Bootstrap | None:
 
 
 def _ca_bundle_watch(hook: Webhook, api: Api, bootstrap: Bootstrap | None) -> CaBundleWatch:
+    from webhook.certificates.bootstrap import CaBundleCheck, CaBundleWatch
+
     certificates = hook.certificates
 
     def on_result(trusted: bool) -> None:
@@ -380,8 +389,8 @@ def _check_certificate_names(config: Config) -> None:
     (for example a Helm release renamed after its certificate was made)."""
     host = f"{config.service_name}.{config.namespace}.svc"
     try:
-        names = subject_alt_names(Path(config.tls_cert).read_bytes())
-    except (OSError, WebhookError):
+        names = summarize(Path(config.tls_cert).read_bytes()).names
+    except (OSError, ValueError):
         return  # already loaded once; a file swapped since then is the reloader's business
     if not names_cover(names, host):
         log.warning(
