@@ -26,11 +26,26 @@ LARGE = 200 * 1024
 
 def _resident_pages(view: memoryview) -> int:
     """Pages of the buffer behind `view` that are in memory (mincore)."""
+    start = ctypes.addressof(ctypes.c_char.from_buffer(view))
+    return _resident(start, start + view.nbytes)
+
+
+def _bio_resident_pages(bio: ssl.MemoryBIO) -> int:
+    """Pages of a memory BIO's buffer, past the bytes it holds, that are in memory."""
+    assert tlsbuffers._native is not None
+    mem = tlsbuffers._buf_mem(tlsbuffers._native, bio)
+    assert mem is not None
+    assert mem.data is not None
+    return _resident(mem.data + mem.length, mem.data + mem.max)
+
+
+def _resident(start: int, end: int) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     page = mmap.PAGESIZE
-    start = ctypes.addressof(ctypes.c_char.from_buffer(view))
     first = -(-start // page) * page
-    last = (start + view.nbytes) // page * page
+    last = end // page * page
+    if last <= first:
+        return 0
     vector = (ctypes.c_ubyte * ((last - first) // page))()
     assert libc.mincore(ctypes.c_void_p(first), ctypes.c_size_t(last - first), vector) == 0
     return sum(byte & 1 for byte in vector)
@@ -70,9 +85,10 @@ async def _exchange(tmp_path: Path, authority: Authority) -> None:
     )
     async with asyncio.timeout(20):
         transport = await made
-    protocol = tlsbuffers._ssl_protocol(transport)
-    assert protocol is not None
     try:
+        protocol = tlsbuffers._ssl_protocol(transport)
+        assert protocol is not None
+        incoming, outgoing = tlsbuffers._memory_bios(protocol)  # found on both loops
         for size in (LARGE, 10, LARGE):
             writer.write(b"x" * size + b"\n")
             async with asyncio.timeout(20):
@@ -80,14 +96,19 @@ async def _exchange(tmp_path: Path, authority: Authority) -> None:
             buffer = protocol.get_buffer(0)
             if size == LARGE:
                 assert _resident_pages(buffer) >= 2  # written by the large request's reads
+                assert _bio_resident_pages(incoming) >= 2  # grown to the largest read
             released = tlsbuffers.release_read_buffers(transport)
             assert released >= buffer.nbytes - 2 * mmap.PAGESIZE
             assert _resident_pages(buffer) == 0
+            assert _bio_resident_pages(incoming) == 0
+            assert _bio_resident_pages(outgoing) == 0
             del buffer
     finally:
         writer.close()
+        transport.close()
         server.close()
-        await server.wait_closed()
+        async with asyncio.timeout(20):
+            await server.wait_closed()
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,15 @@ def release_read_buffers(transport: asyncio.BaseTransport | None) -> int:
     if isinstance(view, memoryview) and not view.readonly and view.nbytes >= _PAGE:
         start = ctypes.addressof(ctypes.c_char.from_buffer(view))
         released += _dontneed(native, start, start + view.nbytes)
-    released += _release_bio(native, getattr(protocol, "_incoming", None))
-    released += _release_bio(native, getattr(protocol, "_outgoing", None))
+    for bio in _memory_bios(protocol):
+        released += _release_bio(native, bio)
     return released
+
+
+def _memory_bios(protocol: object) -> list[ssl.MemoryBIO]:
+    """The protocol's incoming and outgoing BIOs: asyncio's attributes, uvloop's (C fields)
+    seen by the garbage collector."""
+    named = [getattr(protocol, name, None) for name in ("_incoming", "_outgoing")]
+    if not any(named):
+        named = list(gc.get_referents(protocol))
+    return [bio for bio in named if isinstance(bio, ssl.MemoryBIO)]
