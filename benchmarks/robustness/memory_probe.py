@@ -75,9 +75,41 @@ def arenas() -> int:
     return sum(1 for line in Path("/proc/self/maps").read_text().splitlines() if "[heap]" in line)
 
 
+def mappings() -> dict[str, object]:
+    """Resident memory by kind of mapping (/proc/self/smaps): the main heap, files (code),
+    glibc's thread arenas and stacks (anonymous, 1 MiB or more), and the other anonymous
+    mappings by size: malloc serves each block above its mmap threshold with its own mapping,
+    so a size that appears once per connection is a per-connection buffer."""
+    kinds: dict[str, list[int]] = {}
+    name, size = "", 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            size = (end - start) // 1024
+            path = head[5] if len(head) > 5 else ""
+            if path == "[heap]":
+                name = "heap"
+            elif path.startswith("/"):
+                name = "files"
+            elif path:
+                name = path
+            elif size >= 1024:
+                name = "anon>=1MiB"
+            else:
+                name = f"anon:{size}KiB"
+        elif head[0] == "Rss:":
+            entry = kinds.setdefault(name, [0, 0])
+            entry[0] += 1
+            entry[1] += int(head[1])
+    ranked = sorted(kinds.items(), key=lambda item: -item[1][1])
+    return {"rss_by_mapping": {k: f"{n} x, {rss / 1024:.1f} MiB" for k, (n, rss) in ranked[:8]}}
+
+
 def report(trace: bool, top: int) -> dict[str, object]:
     line: dict[str, object] = {"t": round(time.monotonic(), 1), "rss_mib": rss_mib()}
     line.update(mallinfo())
+    line.update(mappings())
     line["python_blocks"] = sys.getallocatedblocks()
     contexts = [o for o in gc.get_objects() if isinstance(o, ssl.SSLContext)]
     line["tls_sessions_cached"] = sum(c.session_stats()["number"] for c in contexts)

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import ssl
 import subprocess
 import sys
@@ -261,14 +262,17 @@ async def wait_ready(port: int, context: ssl.SSLContext) -> None:
     raise SystemExit("the webhook did not become ready in 30 s")
 
 
-def scan_log(log: Path) -> dict[str, int]:
+def scan_log(log: Path) -> dict[str, object]:
     events: Counter[str] = Counter()
     levels: Counter[str] = Counter()
     tracebacks = 0
+    shown: list[str] = []
     with log.open("rb") as lines:
         for line in lines:
             if b"Traceback" in line or b'"exception"' in line:
                 tracebacks += 1
+                if len(shown) < 3:
+                    shown.append(line.decode(errors="replace")[-600:])
             try:
                 entry = json.loads(line)
             except ValueError:
@@ -276,7 +280,8 @@ def scan_log(log: Path) -> dict[str, int]:
                 continue
             events[entry.get("event", "?")] += 1
             levels[entry.get("level", "?")] += 1
-    return {"tracebacks": tracebacks, **{f"event:{k}": v for k, v in events.items()},
+    return {"tracebacks": tracebacks, "traceback_tails": shown,
+            **{f"event:{k}": v for k, v in events.items()},
             **{f"level:{k}": v for k, v in levels.items()}}  # fmt: skip
 
 
@@ -355,6 +360,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     proc.kill()
                     proc.wait()
                 result["log"] = scan_log(log)
+                if args.keep_log:
+                    shutil.copyfile(log, args.keep_log)
     return result
 
 
@@ -371,6 +378,7 @@ def main() -> None:
     parser.add_argument("--flag", action="append", default=[], help="extra webhook flag")
     parser.add_argument("--src", type=Path, default=REPO, help="run the webhook of this checkout")
     parser.add_argument("--out", help="write the JSON result here too")
+    parser.add_argument("--keep-log", help="copy the webhook's log here at the end")
     args = parser.parse_args()
     if args.port and not (args.pid and args.ca):
         parser.error("--port needs --pid and --ca")

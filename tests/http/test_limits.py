@@ -8,9 +8,12 @@ waiting in the listen backlog while every connection is busy; the backlog is the
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import pytest
@@ -158,6 +161,44 @@ def test_at_the_limit_connections_stuck_in_their_headers_give_way(launch: Launch
     assert answer.status == 200
     assert seconds < 5, seconds
     assert _closed(webhook, "evicted") >= 1
+
+
+def test_overloaded_the_slow_headers_give_way_and_a_complete_request_is_not_cut(launch: Launch):
+    """The overload of the soak, made exact: the event loop stands still for over a second
+    (SIGSTOP here; a busy loop in the field) while one connection's request, begun before,
+    is completed and another connection is slow in its headers, and a new client arrives.
+    When the loop runs again, both connections started their request more than a second ago
+    and no handler runs yet: the new client takes the place of the slow one (evicted), and the
+    complete request, still waiting for its handler, is answered."""
+    webhook = launch("--max-connections=2", "--header-timeout=60s")
+    request_line, _, rest = REVIEW.partition(b"\r\n")
+    with ExitStack() as stack:
+        complete = stack.enter_context(Conversation(webhook))
+        complete.send(request_line)  # read now: this request started first
+        time.sleep(0.2)
+        slow = stack.enter_context(Conversation(webhook))
+        slow.send(b"POST /mutate HTTP/1.1\r\nHost: web")
+        time.sleep(0.2)
+        pool = stack.enter_context(ThreadPoolExecutor(1))
+        os.kill(webhook.proc.pid, signal.SIGSTOP)
+        try:
+            dialling = pool.submit(Conversation, webhook, 20)  # waits in the listen backlog
+            time.sleep(0.3)
+            complete.send(b"\r\n" + rest)  # so the loop reads it after the new client's connect
+            time.sleep(1.2)
+        finally:
+            os.kill(webhook.proc.pid, signal.SIGCONT)
+        newcomer = stack.enter_context(dialling.result(timeout=20))
+        answer = newcomer.exchange(REVIEW)
+        waited = complete.answer()
+        slow_closed = slow.closed_by_server(within=5)
+
+    assert answer.status == 200
+    assert waited.status == 200
+    assert waited.json()["response"]["uid"] == UID
+    assert slow_closed
+    assert _closed(webhook, "evicted") == 1
+    assert _closed(webhook, "header_timeout") == 0
 
 
 def test_many_silent_connections_do_not_keep_a_new_client_out(launch: Launch):

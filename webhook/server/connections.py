@@ -45,6 +45,7 @@ import structlog
 from aiohttp import web
 
 from webhook.config import Limits
+from webhook.server.tlsbuffers import release_read_buffers
 
 __all__ = ["Connection", "GuardedSite"]
 
@@ -60,6 +61,8 @@ _ACCEPT_RETRY_DELAY = 1.0
 _QUIET = 1.0
 # At the limit, a handshake or request headers taking longer than this may give way.
 _SLOW = 1.0
+# After a request this large, its connection's TLS read buffers are handed back (tlsbuffers.py).
+_LARGE_REQUEST = 16 * 1024
 
 
 class Connection(web.RequestHandler):
@@ -71,6 +74,7 @@ class Connection(web.RequestHandler):
         "answered",
         "idle_since",
         "opened",
+        "received",
         "request_complete",
         "request_started",
     )
@@ -86,6 +90,8 @@ class Connection(web.RequestHandler):
         self.answered = 0
         self.request_complete = False
         """A request's headers have been parsed and it waits for, or is in, its handler."""
+        self.received = 0
+        """Bytes received since the TLS read buffers were last handed back."""
 
     @property
     def busy(self) -> bool:
@@ -113,6 +119,7 @@ class Connection(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.opened = self.idle_since = self._clock()
+        release_read_buffers(transport)  # perhaps carved out of memory others had written
         self._site.opened(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -122,6 +129,7 @@ class Connection(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self.request_started is None:
             self.request_started = self._clock()
+        self.received += len(data)
         super().data_received(data)
         if self._messages:
             self.request_complete = True
@@ -145,6 +153,9 @@ class Connection(web.RequestHandler):
             self.request_complete = bool(self._messages)
             self.idle_since = self._clock()
             self.answered += 1
+            if self.received >= _LARGE_REQUEST and not self._messages:
+                self.received = 0
+                release_read_buffers(self.transport)
             if self._site.full:  # a client waits for room, and this connection may give it
                 self._site.room.set()
 
