@@ -255,6 +255,14 @@ def test_connection_limits_and_the_shutdown_delay_come_from_their_flags():
     assert (limits.max_connections, limits.listen_backlog) == (256, 512)
     assert limits.shutdown_delay == 0.0
     assert config.cert_validity_warning == 7 * 86400
+    assert limits.release_tls_buffers is True
+
+
+def test_release_tls_buffers_can_be_turned_off():
+    config, _, _ = config_from_argv(["--release-tls-buffers=false"])
+    assert config.limits.release_tls_buffers is False
+    with pytest.raises(ConfigError):
+        config_from_argv(["--release-tls-buffers=maybe"])
 
 
 def test_with_service_accounts_from_files_a_miss_does_not_wait_unless_asked():

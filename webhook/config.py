@@ -195,6 +195,9 @@ class Limits:
     """After SIGTERM: go on serving (only /readyz says 503) while the endpoint goes away."""
     shutdown_timeout: float = 10.0
     """Then at most this long for requests already received (upstream's 10 s)."""
+    release_tls_buffers: bool = True
+    """Hand an idle TLS connection's empty read buffers back to the kernel
+    (webhook/server/tlsbuffers.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +608,14 @@ CONNECTION_FLAGS: tuple[FlagSpec, ...] = (
         "int",
     ),
     FlagSpec(
+        "release-tls-buffers",
+        parse_go_bool,
+        _L.release_tls_buffers,
+        "Give the memory of an idle TLS connection's empty read buffers back to the kernel "
+        "(Linux, CPython; false turns it off)",
+        "bool",
+    ),
+    FlagSpec(
         "shutdown-delay",
         _non_negative_duration,
         _L.shutdown_delay,
@@ -816,6 +827,7 @@ def config_from_argv(argv: Sequence[str]) -> tuple[Config, bool, bool]:
             max_connections=values["max-connections"],
             listen_backlog=values["listen-backlog"],
             shutdown_delay=values["shutdown-delay"],
+            release_tls_buffers=values["release-tls-buffers"],
         ),
         cert_validity_warning=values["cert-validity-warning"],
         ignored_flags=tuple(

@@ -133,3 +133,60 @@ def test_a_plain_transport_or_none_is_left_alone():
 def test_the_bio_probe_found_openssl():
     """On this platform (CPython, Linux, Python's own OpenSSL) the module is active."""
     assert tlsbuffers._native is not None
+
+
+async def _served_with(tmp_path: Path, authority: Authority, release: bool) -> int:
+    """Calls of release_read_buffers made by a GuardedSite for one handshake and one 20 KiB
+    request, with `--release-tls-buffers` as given."""
+    from aiohttp import web
+
+    from webhook.config import Limits
+    from webhook.server import connections
+
+    calls: list[object] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    cert, key = authority.issue()
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    site = connections.GuardedSite(
+        runner, 0, server_context, Limits(release_tls_buffers=release), handler_args={}
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(connections, "release_read_buffers", calls.append)
+        await site.start()
+        try:
+            port = site.port
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                port,
+                ssl=ssl.create_default_context(cadata=authority.cert.decode()),
+                server_hostname="127.0.0.1",
+            )
+            body = b"x" * (20 * 1024)
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            async with asyncio.timeout(20):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            writer.close()
+        finally:
+            await runner.cleanup()
+    return len(calls)
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_release_tls_buffers_false_turns_it_off(
+    tmp_path: Path, authority: Authority, release: bool
+) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        calls = runner.run(_served_with(tmp_path, authority, release))
+    # After the handshake and after the 20 KiB request; never with the flag off.
+    assert calls == (2 if release else 0)

@@ -119,7 +119,8 @@ class Connection(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.opened = self.idle_since = self._clock()
-        release_read_buffers(transport)  # perhaps carved out of memory others had written
+        if self._site.release_buffers:  # perhaps carved out of memory others had written
+            release_read_buffers(transport)
         self._site.opened(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -155,7 +156,8 @@ class Connection(web.RequestHandler):
             self.answered += 1
             if self.received >= _LARGE_REQUEST and not self._messages:
                 self.received = 0
-                release_read_buffers(self.transport)
+                if self._site.release_buffers:
+                    release_read_buffers(self.transport)
             if self._site.full:  # a client waits for room, and this connection may give it
                 self._site.room.set()
 
@@ -177,6 +179,7 @@ class GuardedSite(web.BaseSite):
         "draining",
         "full",
         "loop",
+        "release_buffers",
         "room",
         "server",
     )
@@ -199,6 +202,7 @@ class GuardedSite(web.BaseSite):
         self.loop = asyncio.get_running_loop()
         self._port = port
         self._limits = limits
+        self.release_buffers = limits.release_tls_buffers
         self._handler_args = {
             "access_log": None,
             **handler_args,
