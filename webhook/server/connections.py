@@ -397,8 +397,12 @@ class GuardedSite(web.BaseSite):
             if connection.quiet:
                 self._close(connection, "evicted")
                 return True
+        # Bytes waiting unread in the socket mean the client went on sending: not slow, only
+        # not read yet by a busy loop (its request may be complete there).
         in_headers = [
-            c for c in self.connections if c.in_headers and (c.request_started or 0.0) < slow_since
+            c
+            for c in self.connections
+            if c.in_headers and (c.request_started or 0.0) < slow_since and not _unread(c.transport)
         ]
         header = min(in_headers, key=lambda c: c.request_started or 0.0, default=None)
         handshake = min(self._handshaking.items(), key=lambda item: item[1], default=None)
