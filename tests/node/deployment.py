@@ -28,6 +28,14 @@ SELECTOR = "app=pod-identity-webhook"
 ROLLOUT_TIMEOUT = 240
 
 
+def is_ready(pod: dict[str, Any]) -> bool:
+    """Ready, and not on its way out."""
+    if pod["metadata"].get("deletionTimestamp"):
+        return False
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 @dataclass
 class Deployed:
     node: Node
@@ -82,13 +90,7 @@ class Deployed:
         return items
 
     def ready_pods(self) -> list[dict[str, Any]]:
-        def ready(pod: dict[str, Any]) -> bool:
-            if pod["metadata"].get("deletionTimestamp"):
-                return False
-            conditions = pod.get("status", {}).get("conditions", [])
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-        return [pod for pod in self.pods() if ready(pod)]
+        return [pod for pod in self.pods() if is_ready(pod)]
 
     def wait_available(self, replicas: int = 2, timeout: float = ROLLOUT_TIMEOUT) -> None:
         def available() -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.processes import wait_until
-from tests.node.deployment import NAMESPACE, REPO, Deployed
+from tests.node.deployment import NAMESPACE, REPO, Deployed, is_ready
 from tests.node.node import Node
 from tests.node.sts import STS_NAMES, StsEndpoint
 
@@ -154,7 +154,6 @@ class PodIdentity:
         (self.overlay / "kustomization.yaml").write_text(
             yaml.safe_dump(overlay(self.sts)), encoding="utf-8"
         )
-        # The CRD must be established before anything names its kind.
         self.deployed.script(
             "deploy.sh", "apply", "--overlay", str(self.overlay), "--image", self.deployed.image,
             "--wait",
@@ -167,15 +166,7 @@ class PodIdentity:
         pods: list[dict[str, Any]] = self.node.admin.get(
             f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}"
         )["items"]
-        return [
-            pod
-            for pod in pods
-            if not pod["metadata"].get("deletionTimestamp")
-            and any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in pod.get("status", {}).get("conditions", [])
-            )
-        ]
+        return [pod for pod in pods if is_ready(pod)]
 
     def broker_pods(self) -> list[dict[str, Any]]:
         return self._ready(f"app={BROKER}")
