@@ -602,9 +602,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             left = self.admin.get(f"/api/v1/pods?fieldSelector=spec.nodeName={NODE_NAME}")
             if left["items"]:
                 return False
-            return not self.ctr("containers", "list", "--quiet").split()
+            # A stopped sandbox has lost its network namespace and mounts already; its container
+            # record waits for the kubelet's garbage collection, once a minute, so it is not
+            # waited for (_kill_leftover_tasks deletes it). Anything still running is.
+            tasks = self.ctr("tasks", "list").splitlines()[1:]
+            return all(line.split()[2] == "STOPPED" for line in tasks if line.strip())
 
-        wait_until(gone, timeout=POD_DELETE_TIMEOUT, what="every Pod and container gone")
+        wait_until(gone, timeout=POD_DELETE_TIMEOUT, what="every Pod gone and every task stopped")
 
     def _sandbox_netns(self) -> set[str]:
         """The `cni-*` network namespaces of this containerd's sandboxes."""
