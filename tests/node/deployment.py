@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.kube import ApiError
 from tests.e2e.processes import wait_until
 from tests.node.node import Node
+from tests.node.pods import injected
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "pod-identity-webhook"
@@ -137,24 +137,6 @@ def deploy_webhook(node: Node, image: str, kustomize: Path) -> Deployed:
     deployed.apply()
     deployed.wait_available()
 
-    def mutating() -> bool:
-        # The configuration reaches the API server's admission chain through an informer.
-        probe = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "probe", "namespace": "default"},
-            "spec": {
-                "serviceAccountName": "piw-probe",
-                "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-            },
-        }
-        try:
-            answer = node.admin.create(probe, dry_run=True)
-        except ApiError:
-            return False
-        env = answer["spec"]["containers"][0].get("env") or []
-        return any(item.get("name") == "AWS_ROLE_ARN" for item in env)
-
     node.admin.apply_all(
         [
             {
@@ -170,5 +152,10 @@ def deploy_webhook(node: Node, image: str, kustomize: Path) -> Deployed:
             }
         ]
     )
-    wait_until(mutating, timeout=60, what="a dry-run Pod mutated through the Service")
+    # The configuration reaches the API server's admission chain through an informer.
+    wait_until(
+        lambda: "AWS_ROLE_ARN" in injected(node, "default", "piw-probe"),
+        timeout=60,
+        what="a dry-run Pod mutated through the Service",
+    )
     return deployed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,8 @@ from tests.e2e.processes import wait_until
 from tests.node.deployment import Deployed
 from tests.node.images import Images
 from tests.node.node import ISSUER, Node
-from tests.node.sts import STS_NAMES, StsEndpoint
+from tests.node.pods import aws_pod, json_documents, pod_phase
+from tests.node.sts import StsEndpoint
 from tests.support.irsa import verify_jwt
 from webhook.cli import run
 
@@ -32,55 +32,6 @@ python3 -c 'import boto3, json; i = boto3.client("sts").get_caller_identity(); i
 """
 
 
-def _pod_phase(node: Node, namespace: str, name: str) -> str | None:
-    phase: str = node.admin.get(f"/api/v1/namespaces/{namespace}/pods/{name}")["status"].get(
-        "phase", ""
-    )
-    return phase if phase in ("Succeeded", "Failed") else None
-
-
-def _json_documents(text: str) -> list[Any]:
-    """The JSON objects printed one after the other (the CLI's indented, boto3's on one line)."""
-    decoder, documents, at = json.JSONDecoder(), [], text.find("{")
-    while at != -1:
-        document, end = decoder.raw_decode(text, at)
-        documents.append(document)
-        at = text.find("{", end)
-    return documents
-
-
-def _aws_pod(name: str, images: Images, sts: StsEndpoint) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "serviceAccountName": "reader",
-            "restartPolicy": "Never",
-            # The SDKs' own STS names lead to the test host; nothing else is redirected.
-            "hostAliases": [{"ip": sts.address, "hostnames": list(STS_NAMES)}],
-            "containers": [
-                {
-                    "name": "aws",
-                    "image": images.aws_client,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", SCRIPT],
-                    "env": [
-                        {"name": "AWS_CA_BUNDLE", "value": "/etc/sts-ca/ca.crt"},
-                        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
-                        {"name": "HOME", "value": "/tmp"},
-                    ],
-                    "volumeMounts": [{"name": "sts-ca", "mountPath": "/etc/sts-ca"}],
-                    "securityContext": {"allowPrivilegeEscalation": False},
-                }
-            ],
-            # The kubelet makes the projected token readable by this user only.
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
-            "volumes": [{"name": "sts-ca", "configMap": {"name": "sts-ca"}}],
-        },
-    }
-
-
 def test_pod_gets_credentials_from_sts_with_the_projected_token(
     webhook: Deployed, node: Node, sts: StsEndpoint, images: Images
 ) -> None:
@@ -94,12 +45,12 @@ def test_pod_gets_credentials_from_sts_with_the_projected_token(
             "data": {"ca.crt": sts.ca.cert.decode()},
         }
     )
-    stored = ns.run(_aws_pod("aws", images, sts))
+    stored = ns.run(aws_pod("aws", images, sts, service_account="reader", script=SCRIPT))
     env = {e["name"]: e.get("value") for e in stored["spec"]["containers"][0]["env"]}
     assert env["AWS_ROLE_ARN"] == ROLE
 
     phase = wait_until(
-        lambda: _pod_phase(node, ns.name, "aws"), timeout=POD_TIMEOUT, what="the AWS Pod to end"
+        lambda: pod_phase(node, ns.name, "aws"), timeout=POD_TIMEOUT, what="the AWS Pod to end"
     )
     logs = node.kubectl("-n", ns.name, "logs", "aws")
     assert phase == "Succeeded", logs
@@ -111,7 +62,7 @@ def test_pod_gets_credentials_from_sts_with_the_projected_token(
         f"AWS_ROLE_ARN={ROLE}",
         "AWS_WEB_IDENTITY_TOKEN_FILE=/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
     ]
-    cli, boto = _json_documents(logs)
+    cli, boto = json_documents(logs)
     for identity in (cli, boto):
         assert identity["Account"] == ACCOUNT
         assert identity["Arn"].startswith(f"arn:aws:sts::{ACCOUNT}:assumed-role/node-tier-reader/")

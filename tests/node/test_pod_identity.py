@@ -6,11 +6,8 @@ AssumeRole with the session tags, using its own credentials from IRSA. STS is mo
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.e2e.kube import ApiError
 from tests.e2e.processes import wait_until
 from tests.node.deployment import NAMESPACE, Deployed
 from tests.node.images import Images
@@ -26,8 +23,9 @@ from tests.node.podidentity import (
     association,
     pod_identity,
 )
-from tests.node.sts import STS_NAMES, StsEndpoint
-from tests.node.test_credentials import POD_TIMEOUT, _json_documents, _pod_phase
+from tests.node.pods import aws_pod, injected, json_documents, pod_phase
+from tests.node.sts import StsEndpoint
+from tests.node.test_credentials import POD_TIMEOUT
 from tests.support.irsa import verify_jwt
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
@@ -44,37 +42,6 @@ env | grep -E '^AWS_(ROLE_ARN|WEB_IDENTITY_TOKEN_FILE|CONTAINER_[A-Z_]+)=' | sor
 /opt/aws/bin/aws sts get-caller-identity --output json
 /opt/aws/bin/python -c 'import boto3, json; i = boto3.client("sts").get_caller_identity(); i.pop("ResponseMetadata"); print(json.dumps(i))'
 """
-
-
-def _pod(images: Images, sts: StsEndpoint) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "aws"},
-        "spec": {
-            "serviceAccountName": SERVICE_ACCOUNT,
-            "restartPolicy": "Never",
-            # get-caller-identity itself goes to STS with the Pod's new credentials.
-            "hostAliases": [{"ip": sts.address, "hostnames": list(STS_NAMES)}],
-            "containers": [
-                {
-                    "name": "aws",
-                    "image": images.aws_client,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", SCRIPT],
-                    "env": [
-                        {"name": "AWS_CA_BUNDLE", "value": "/etc/sts-ca/ca.crt"},
-                        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
-                        {"name": "HOME", "value": "/tmp"},
-                    ],
-                    "volumeMounts": [{"name": "sts-ca", "mountPath": "/etc/sts-ca"}],
-                    "securityContext": {"allowPrivilegeEscalation": False},
-                }
-            ],
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
-            "volumes": [{"name": "sts-ca", "configMap": {"name": "sts-ca"}}],
-        },
-    }
 
 
 def _tags(form: dict[str, str], prefix: str) -> dict[str, str]:
@@ -94,25 +61,6 @@ def _members(form: dict[str, str], prefix: str) -> list[str]:
     return found
 
 
-def _mutated(node: Node, namespace: str) -> bool:
-    """The webhook's association informer has the new association (a dry-run Pod)."""
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "probe", "namespace": namespace},
-        "spec": {
-            "serviceAccountName": SERVICE_ACCOUNT,
-            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-        },
-    }
-    try:
-        answer = node.admin.create(probe, dry_run=True)
-    except ApiError:
-        return False
-    env = answer["spec"]["containers"][0].get("env") or []
-    return any(item["name"] == "AWS_CONTAINER_CREDENTIALS_FULL_URI" for item in env)
-
-
 def test_a_pod_with_only_an_association_gets_the_role_through_agent_and_broker(
     webhook: Deployed, node: Node, sts: StsEndpoint, images: Images
 ) -> None:
@@ -128,11 +76,17 @@ def test_a_pod_with_only_an_association_gets_the_role_through_agent_and_broker(
                 "data": {"ca.crt": sts.ca.cert.decode()},
             }
         )
-        wait_until(lambda: _mutated(node, ns.name), timeout=60, what="association mode")
-        stored = ns.run(_pod(images, sts))
+        wait_until(
+            lambda: (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI" in injected(node, ns.name, SERVICE_ACCOUNT)
+            ),
+            timeout=60,
+            what="association mode",
+        )
+        stored = ns.run(aws_pod("aws", images, sts, service_account=SERVICE_ACCOUNT, script=SCRIPT))
         uid = stored["metadata"]["uid"]
         phase = wait_until(
-            lambda: _pod_phase(node, ns.name, "aws"), timeout=POD_TIMEOUT, what="the Pod to end"
+            lambda: pod_phase(node, ns.name, "aws"), timeout=POD_TIMEOUT, what="the Pod to end"
         )
         logs = node.kubectl("-n", ns.name, "logs", "aws")
         assert phase == "Succeeded", logs + _component_logs(node)
@@ -144,7 +98,7 @@ def test_a_pod_with_only_an_association_gets_the_role_through_agent_and_broker(
             "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials",
         ]
         session = f"eks-{CLUSTER}-aws-{uid}"
-        for identity in _json_documents(logs):
+        for identity in json_documents(logs):
             assert identity["Account"] == ACCOUNT
             assert (
                 identity["Arn"]
