@@ -45,6 +45,7 @@ import structlog
 from aiohttp import web
 
 from webhook.config import Limits
+from webhook.server.reads import BufferedReads, SharedBuffer
 from webhook.server.tlsbuffers import release_read_buffers
 
 __all__ = ["Connection", "GuardedSite"]
@@ -172,6 +173,7 @@ class GuardedSite(web.BaseSite):
         "_limits",
         "_on_close",
         "_port",
+        "_reads",
         "_socket",
         "_tasks",
         "closed_total",
@@ -212,6 +214,7 @@ class GuardedSite(web.BaseSite):
             "lingering_time": limits.body_timeout,
         }
         self._on_close = on_close
+        self._reads = SharedBuffer()
         self.connections: set[Connection] = set()
         self.closed_total = 0
         self._handshaking: dict[asyncio.Task[None], float] = {}
@@ -383,8 +386,8 @@ class GuardedSite(web.BaseSite):
         self._handshaking.pop(task, None)
         self.room.set()
 
-    def _new_connection(self) -> Connection:
-        return Connection(self, **self._handler_args)
+    def _new_connection(self) -> BufferedReads:
+        return BufferedReads(Connection(self, **self._handler_args), self._reads)
 
     def _evict(self) -> bool:
         """Make room for a new connection: close the one idle the longest, once idle for a
