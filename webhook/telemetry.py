@@ -8,85 +8,17 @@ renderer, so a container emits only JSON.
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import datetime as dt
 import logging
 import sys
-import threading
 import time
-from typing import Any, BinaryIO, TextIO, cast
+from typing import Any, TextIO
 
 import orjson
 import structlog
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
-__all__ = ["configure_logs", "flush_logs", "production_registry"]
-
-_MAX_PENDING = 64 * 1024
-"""Lines held for one turn of the event loop, at most; more are written at once."""
-
-
-class _Lines:
-    """stdout for JSON lines: what one turn of the event loop logs goes out in one write.
-
-    A write(2) per line was about 7 % of a small admission under load (strace, py-spy;
-    benchmarks/README.md), and a busy loop answers several requests a turn. A line waits at
-    most until the loop's next callback; logged with no event loop running in its thread, it
-    is written at once, after whatever waits. `flush_logs()` and exit write what is pending."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self._pending: list[bytes] = []
-        self._size = 0
-        self._scheduled = False
-        self._lock = threading.Lock()
-
-    def write(self, line: bytes) -> int:
-        with self._lock:
-            self._pending.append(line)
-            self._size += len(line)
-        return len(line)
-
-    def flush(self) -> None:
-        if self._size >= _MAX_PENDING:
-            self.drain()
-        elif not self._scheduled:  # else the turn's end writes this line too
-            loop = asyncio.events._get_running_loop()  # noqa: SLF001 - C, None rather than raise
-            if loop is None:
-                self.drain()
-            else:
-                self._scheduled = True
-                loop.call_soon(self.drain)
-
-    def drain(self) -> None:
-        with self._lock:
-            self._scheduled = False
-            if not self._pending:
-                return
-            lines = b"".join(self._pending)
-            self._pending.clear()
-            self._size = 0
-            self._out.write(lines)
-            self._out.flush()
-
-
-_lines: _Lines | None = None
-
-
-def flush_logs() -> None:
-    """Write the log lines still waiting for the event loop's turn to end (before os._exit)."""
-    if _lines is not None:
-        _lines.drain()
-
-
-class _OrderedHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The standard library's lines (aiohttp's, the Kubernetes client's) after the structlog
-    lines logged before them."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        flush_logs()
-        super().emit(record)
+__all__ = ["configure_logs", "production_registry"]
 
 
 class _JsonLine:
@@ -149,17 +81,14 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
             # One admission line per request: orjson straight to bytes costs a fraction of
             # the json module plus print (measured with benchmarks/).
             chain = [_JsonLine(exceptions)]
-            global _lines  # noqa: PLW0603 - one stdout per process
-            flush_logs()
-            _lines = _Lines(out.buffer)
-            factory = structlog.BytesLoggerFactory(cast("BinaryIO", _lines))  # write, flush
+            factory = structlog.BytesLoggerFactory(out.buffer)
     structlog.configure(
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    handler = _OrderedHandler(out)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
@@ -169,9 +98,6 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if level > logging.DEBUG else logging.DEBUG)
-
-
-atexit.register(flush_logs)
 
 
 def production_registry() -> CollectorRegistry:

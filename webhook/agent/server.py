@@ -52,7 +52,7 @@ from webhook.podidentity.wire import (
     parse_assume_response,
     sdk_credentials,
 )
-from webhook.telemetry import flush_logs, production_registry
+from webhook.telemetry import production_registry
 
 __all__ = ["Agent", "AgentMetrics", "BrokerClient", "make_agent_app", "serve_agent"]
 
@@ -457,7 +457,6 @@ def _signals(done: asyncio.Event) -> None:
 
     def on_signal(name: str) -> None:
         if done.is_set():
-            flush_logs()
             os._exit(1)
         log.info("signal", signal=name)
         done.set()

@@ -52,7 +52,7 @@ from webhook.podidentity.associations import AssociationIndex
 from webhook.podidentity.session import cluster_arn
 from webhook.podidentity.wire import error_body, parse_assume_request
 from webhook.sources.files import PolledFile
-from webhook.telemetry import flush_logs, production_registry
+from webhook.telemetry import production_registry
 
 __all__ = ["BrokerMetrics", "BrokerState", "make_broker_app", "serve_broker"]
 
@@ -490,7 +490,6 @@ def _signals(done: asyncio.Event) -> None:
     def on_signal(name: str) -> None:
         if done.is_set():
             log.warning("second_signal", signal=name, action="exiting now")
-            flush_logs()
             os._exit(1)
         log.info("signal", signal=name)
         done.set()

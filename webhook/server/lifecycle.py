@@ -43,7 +43,7 @@ from webhook.sources.associations import AssociationSource
 from webhook.sources.files import PolledFile, file_sources
 from webhook.sources.informers import start_informers
 from webhook.sources.store import Store
-from webhook.telemetry import flush_logs, production_registry
+from webhook.telemetry import production_registry
 
 if TYPE_CHECKING:
     from webhook.certificates.bootstrap import Bootstrap, CaBundleWatch
@@ -410,7 +410,6 @@ def _install_signal_handlers(stop: asyncio.Future[str]) -> Callable[[], None]:
     def on_signal(name: str) -> None:
         if stop.done():
             log.warning("second_signal", signal=name, action="exiting now")
-            flush_logs()
             os._exit(1)
         log.info("signal", signal=name)
         stop.set_result(name)
