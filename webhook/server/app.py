@@ -24,6 +24,7 @@ import structlog
 from aiohttp import StreamReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from webhook import telemetry
 from webhook.admission.extensions import Extensions, Extras, extend
 from webhook.admission.mutation import Decision, Jitter, decide, random_jitter
 from webhook.admission.notes import Note
@@ -179,21 +180,23 @@ def _log_admission(
     seconds: float,
     extras: Extras | None,
 ) -> None:
-    log.info(
+    telemetry.info(
         "admission",
-        uid=admission.uid,
-        namespace=admission.namespace,
-        pod=admission.pod_name,
-        service_account=decision.name,
-        outcome=judged.outcome,
-        reason=judged.reason,
-        denial=extras.denial if extras else None,
-        policy_violations=[v.rule for v in extras.violations] if extras else None,
-        method=decision.method,
-        role_source=decision.role_source,
-        lookup=lookup,
-        notes=[note.code for note in decision.notes] if decision.notes else None,
-        duration_ms=round(seconds * 1000, 3),
+        {
+            "uid": admission.uid,
+            "namespace": admission.namespace,
+            "pod": admission.pod_name,
+            "service_account": decision.name,
+            "outcome": judged.outcome,
+            "reason": judged.reason,
+            "denial": extras.denial if extras else None,
+            "policy_violations": [v.rule for v in extras.violations] if extras else None,
+            "method": decision.method,
+            "role_source": decision.role_source,
+            "lookup": lookup,
+            "notes": [note.code for note in decision.notes] if decision.notes else None,
+            "duration_ms": round(seconds * 1000, 3),
+        },
     )
 
 
