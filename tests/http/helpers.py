@@ -7,11 +7,19 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.reviews import PREFIX, ROLE
+
+if TYPE_CHECKING:
+    import ssl
+
+    from aiohttp import web
+
+    from webhook.config import Limits
+    from webhook.server.connections import GuardedSite
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_FILE = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
@@ -96,3 +104,22 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
+
+
+async def echo_site(
+    server_context: ssl.SSLContext, limits: Limits
+) -> tuple[web.AppRunner, GuardedSite]:
+    """A webhook `GuardedSite` (not started yet) in front of an app whose `POST /` answers the
+    length of the body it read, and the runner to clean up."""
+    from aiohttp import web
+
+    from webhook.server.connections import GuardedSite
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    return runner, GuardedSite(runner, 0, server_context, limits, handler_args={})

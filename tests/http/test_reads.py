@@ -17,6 +17,7 @@ import pytest
 import uvloop
 
 from tests.http.conftest import Authority
+from tests.http.helpers import echo_site
 from webhook.server.reads import BufferedReads, SharedBuffer
 
 pytestmark = pytest.mark.timeout(60)
@@ -176,20 +177,10 @@ def test_the_wrapper_passes_the_rest_of_the_protocol_through() -> None:
 
 async def _site_protocols(tmp_path: Path, authority: Authority) -> list[object]:
     """The protocol each TLS transport of a GuardedSite hands its bytes to."""
-    from aiohttp import web
-
     from webhook.config import Limits
-    from webhook.server import connections
 
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(text=str(len(await request.read())))
-
-    app = web.Application()
-    app.router.add_post("/", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     server_context, client_context = _contexts(tmp_path, authority)
-    site = connections.GuardedSite(runner, 0, server_context, Limits(), handler_args={})
+    runner, site = await echo_site(server_context, Limits())
     await site.start()
     try:
         reader, writer = await asyncio.open_connection(

@@ -17,6 +17,7 @@ import pytest
 import uvloop
 
 from tests.http.conftest import Authority
+from tests.http.helpers import echo_site
 from webhook.server import tlsbuffers
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,28 +139,16 @@ def test_the_bio_probe_found_openssl():
 async def _served_with(tmp_path: Path, authority: Authority, release: bool) -> int:
     """Calls of release_read_buffers made by a GuardedSite for one handshake and one 20 KiB
     request, with `--release-tls-buffers` as given."""
-    from aiohttp import web
-
     from webhook.config import Limits
     from webhook.server import connections
 
     calls: list[object] = []
-
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(text=str(len(await request.read())))
-
-    app = web.Application()
-    app.router.add_post("/", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     cert, key = authority.issue()
     (tmp_path / "tls.crt").write_bytes(cert)
     (tmp_path / "tls.key").write_bytes(key)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-    site = connections.GuardedSite(
-        runner, 0, server_context, Limits(release_tls_buffers=release), handler_args={}
-    )
+    runner, site = await echo_site(server_context, Limits(release_tls_buffers=release))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(connections, "release_read_buffers", calls.append)
         await site.start()
