@@ -169,6 +169,8 @@ def _break_the_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated bug")
 
+    # Both ways to a decision: through the memo, and directly when rules are loaded.
+    monkeypatch.setattr("webhook.admission.memo.decide", broken)
     monkeypatch.setattr("webhook.server.app.decide", broken)
 
 

@@ -61,4 +61,12 @@ def touch_pod(request: RuleRequest) -> RuleResult:
     return RuleResult()
 
 
+def tamper_decision(request: RuleRequest) -> RuleResult:
+    """A careless rule: edits the decision it was handed instead of returning a result."""
+    for op in request.decision.patch:
+        if op["path"].endswith("/env"):
+            op["value"][0]["value"] = "tampered"
+    return RuleResult()
+
+
 NOT_CALLABLE = 42

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook import telemetry
 from webhook.admission.extensions import Extensions, Extras, extend
+from webhook.admission.memo import DecisionMemo
 from webhook.admission.mutation import Decision, Jitter, decide, random_jitter
 from webhook.admission.notes import Note
 from webhook.admission.reviews import AdmissionRequest, dumps, parse_review, respond
@@ -50,6 +51,8 @@ HANDLER_ARGS = {"auto_decompress": False}
 """aiohttp's connection settings for the TLS app: bodies are decoded by `encodings`."""
 
 log = structlog.get_logger("webhook")
+_JSON = {"Content-Type": "application/json"}
+"""The answer's header, given as is: cheaper than aiohttp parsing a `content_type` each time."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -70,6 +73,12 @@ class Webhook:
     """Background loops that died (certificate reload, file polls, caBundle watch)."""
     draining: bool = False
     """Stopping: /readyz says 503."""
+    memo: DecisionMemo = field(init=False)
+    """Decisions of identical Pods, reused while the identity sources answer the same."""
+
+    def __post_init__(self) -> None:
+        self.memo = DecisionMemo(self.config.mutation)
+        self.metrics.watch_memo(self.memo)
 
     @property
     def ready(self) -> bool:
@@ -135,13 +144,7 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
     """The decision and how the ServiceAccount was found: `cache`, `informer` or `api`
     (arrived while the request waited; docs/compatibility.md, 2c), or `missed`."""
     config = hook.config
-    decision = decide(
-        admission.pod,
-        namespace=admission.namespace,
-        sources=hook.store,
-        config=config.mutation,
-        jitter=hook.jitter,
-    )
+    decision = _decide_now(hook, admission)
     if decision.reason != "service-account-not-found":
         return decision, "cache"
     arrived = None
@@ -150,19 +153,28 @@ async def _decide(hook: Webhook, admission: AdmissionRequest) -> tuple[Decision,
         arrived = await hook.store.wait_for(admission.namespace, decision.name, config.grace_period)
     if arrived is None:
         return decision, "missed"
-    decision = decide(
-        admission.pod,
-        namespace=admission.namespace,
-        sources=hook.store,
-        config=config.mutation,
-        jitter=hook.jitter,
-    )
+    decision = _decide_now(hook, admission)
     how = "a live API lookup" if arrived == "api" else "the watch"
     late = Note(
         "service-account-late",
         f"ServiceAccount {decision.service_account} was not cached yet; found through {how}",
     )
     return dataclasses.replace(decision, notes=(late, *decision.notes)), arrived
+
+
+def _decide_now(hook: Webhook, admission: AdmissionRequest) -> Decision:
+    if hook.extensions.rules:
+        # Rules are handed the decision itself: one they changed must not serve other Pods.
+        return decide(
+            admission.pod,
+            namespace=admission.namespace,
+            sources=hook.store,
+            config=hook.config.mutation,
+            jitter=hook.jitter,
+        )
+    return hook.memo.decide(
+        admission.pod, namespace=admission.namespace, sources=hook.store, jitter=hook.jitter
+    )
 
 
 async def _extend(hook: Webhook, admission: AdmissionRequest, decision: Decision) -> Extras:
@@ -258,7 +270,7 @@ async def _admit(hook: Webhook, body: bytes, started: float) -> web.Response:
         judged, method=decision.method, lookup=lookup, seconds=seconds, extras=extras
     )
     _log_admission(admission, decision, judged, lookup, seconds, extras)
-    return web.Response(body=answered, content_type="application/json")
+    return web.Response(body=answered, headers=_JSON)
 
 
 async def _read_body(request: web.Request, within: float) -> bytes:
@@ -266,11 +278,14 @@ async def _read_body(request: web.Request, within: float) -> bytes:
     ClientAborted. Read here rather than with request.read(), which keeps a copy on the request
     and so on the idle keep-alive connection until its next request."""
     if (request.content_length or 0) > MAX_BODY:  # said in the headers: not worth reading
-        raise BodyError(413, f"the body is larger than {MAX_BODY} bytes")
+        raise _too_large()
     content = request.content
     try:
-        if content.is_eof():  # the usual case: the body came with the headers
-            return await _read_all(content)
+        if content.is_eof():  # the usual case: the body came with the headers, all buffered
+            body = content.read_nowait()
+            if len(body) > MAX_BODY:
+                raise _too_large()
+            return body
         async with asyncio.timeout(within):
             return await _read_all(content)
     except TimeoutError:
@@ -287,9 +302,13 @@ async def _read_all(content: StreamReader) -> bytes:
     while chunk := await content.readany():
         size += len(chunk)
         if size > MAX_BODY:
-            raise BodyError(413, f"the body is larger than {MAX_BODY} bytes")
+            raise _too_large()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large() -> BodyError:
+    return BodyError(413, f"the body is larger than {MAX_BODY} bytes")
 
 
 async def healthz(_: web.Request) -> web.Response:

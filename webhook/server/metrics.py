@@ -230,6 +230,35 @@ class _StoreCollector(Collector):
         )
 
 
+class MemoView(Protocol):
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class _MemoCollector(Collector):
+    """The decision memo's counts, read at scrape time: nothing is added per admission."""
+
+    def __init__(self, memo: MemoView) -> None:
+        self._memo = memo
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "pod_identity_webhook_decision_memo",
+            "Decisions reused for a Pod identical to one decided before (hit) and made (miss).",
+            labels=["result"],
+        )
+        family.add_metric(["hit"], self._memo.hits)
+        family.add_metric(["miss"], self._memo.misses)
+        yield family
+        yield GaugeMetricFamily(
+            "pod_identity_webhook_decision_memo_pods",
+            "Distinct Pods whose decision the memo holds.",
+            value=len(self._memo),
+        )
+
+
 class _CertificateCollector(Collector):
     """Whether the served certificate is expired, not yet valid or expiring soon, judged at
     each scrape so that the series follows the clock and the reloads."""
@@ -383,6 +412,9 @@ class Metrics:
 
     def watch_store(self, store: StoreView) -> None:
         self.registry.register(_StoreCollector(store))
+
+    def watch_memo(self, memo: MemoView) -> None:
+        self.registry.register(_MemoCollector(memo))
 
     def watch_certificate(
         self, current: Callable[[], LoadedCertificate | None], warn_within: float
