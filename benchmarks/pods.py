@@ -7,6 +7,11 @@ both measure the same three Pods:
 - small: one container, annotated ServiceAccount (the most common admission);
 - large: ten containers with variables, ports, probes, resources and mounts;
 - unannotated: the small Pod with a ServiceAccount that has no role (no patch).
+
+And for `upstream/run.py` only, `distinct`: small Pods that all differ, as those of as many
+Deployments do, more of them than the webhook's decision memo holds
+(webhook/admission/memo.py), so that every one is decided anew. The three classes above repeat
+one Pod, as the replicas of one Deployment do, and so measure the memo's hits.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from typing import Any
 __all__ = [
     "ANNOTATED",
     "CLASSES",
+    "DISTINCT",
     "NAMESPACE",
     "PLAIN",
     "ROLE",
     "ROLE_ANNOTATIONS",
+    "distinct_reviews",
     "large_pod",
     "review",
     "reviews",
@@ -37,6 +44,8 @@ ROLE_ANNOTATIONS = {
 }
 """The annotated ServiceAccount's annotations."""
 CLASSES = ("small", "large", "unannotated")
+DISTINCT = 1024
+"""Pods in the `distinct` class: twice what the decision memo holds (MEMO_PODS)."""
 
 
 def review(uid: str, pod: dict[str, Any]) -> dict[str, Any]:
@@ -146,3 +155,16 @@ def reviews() -> dict[str, dict[str, Any]]:
         "large": review("5f0c4f3e-0000-4000-8000-000000000002", large_pod()),
         "unannotated": review("5f0c4f3e-0000-4000-8000-000000000003", small_pod(PLAIN)),
     }
+
+
+def distinct_reviews(count: int = DISTINCT) -> list[dict[str, Any]]:
+    """`count` small Pods that differ in their ReplicaSet's hash, as if each came from its own
+    Deployment; sent in a cycle, a memo that holds fewer never sees one again in time."""
+    found = []
+    for i in range(count):
+        pod = small_pod(ANNOTATED)
+        template = f"{i:010x}"
+        pod["metadata"]["generateName"] = f"orders-api-{template}-"
+        pod["metadata"]["labels"]["pod-template-hash"] = template
+        found.append(review(f"5f0c4f3e-0000-4000-8001-{i:012x}", pod))
+    return found

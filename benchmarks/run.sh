@@ -24,7 +24,7 @@
 #       (bare-fast with a middleware like the webhook's), bare-lowlevel (bare-fast on
 #       aiohttp.web.Server: no Application, router or middleware) and
 #       variant:V1+V2 (the webhook through benchmarks/webhook_variant.py, stdout to a file;
-#       V in nolog, nometrics, gcfreeze)
+#       V in nolog, nometrics, gcfreeze, lowlevel, fixed, stages)
 #   BENCH_EXTRA_PYTHONPATH     PYTHONPATH of bare-fast and the variants (modules to try aside)
 #   BENCH_SERVER_CPU [0] / BENCH_LOAD_CPU [1]
 #   BENCH_NICE                 e.g. -20: run the server and the load generators under

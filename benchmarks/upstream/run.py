@@ -14,7 +14,9 @@ and etcd are moved there too, so the server's core only runs the server).
 The request classes (../pods.py), each measured on its own and as a mix: `small` (one
 container, annotated ServiceAccount: the common admission), `large` (ten containers with
 variables, ports, probes, resources and mounts), `unannotated` (the small Pod, no role: no
-patch), and `mix` (equal interleaved shares of the classes in $BENCH_MIX).
+patch), `distinct` (1,024 small Pods that all differ, sent in a cycle: none is ever decided
+from our decision memo, whereas the classes above repeat one Pod as a Deployment's replicas
+do), and `mix` (equal interleaved shares of the classes in $BENCH_MIX).
 
 Measured per server and class: admissions/s at saturation (wrk, closed loop,
 $BENCH_CONNECTIONS connections, median of $BENCH_SAT_RUNS runs; the server has one core, so this
@@ -32,7 +34,7 @@ BENCH_WARMUP_SECONDS [2, quick 1]; BENCH_CONNECTIONS [16]; BENCH_ROUNDS [1, serv
 medians reported]; BENCH_TARGETS ["upstream ours"], where `ours@DIR` is another checkout's
 webhook/ (PYTHONPATH=DIR, same venv), to compare versions in one run; BENCH_SERVICE_ACCOUNTS
 [1000];
-BENCH_CLASSES ["small large unannotated mix"]: the classes measured at
+BENCH_CLASSES ["small large unannotated distinct mix"]: the classes measured at
 saturation; BENCH_RATE_CLASSES ["small mix"]: the classes measured at fixed rates; BENCH_MIX
 ["small large unannotated"]: what the mix is made of;
 BENCH_SERVER_CPU [0]; BENCH_LOAD_CPU [1]; BENCH_NICE (e.g. -20: servers and load generators
@@ -78,6 +80,7 @@ from pods import (  # noqa: E402
     PLAIN,
     ROLE,
     ROLE_ANNOTATIONS,
+    distinct_reviews,
     review,
     reviews,
     small_pod,
@@ -98,7 +101,7 @@ SAT_SECONDS = int(_env_float("BENCH_SAT_SECONDS", 10, 3))
 SAT_RUNS = int(_env_float("BENCH_SAT_RUNS", 3, 1))
 RATE_SECONDS = _env_float("BENCH_RATE_SECONDS", 10, 3)
 WARMUP_SECONDS = int(_env_float("BENCH_WARMUP_SECONDS", 2, 1))
-RATES = [float(r) for r in os.environ.get("BENCH_RATES", "100 500 1000").split()]
+RATES = [float(r) for r in os.environ.get("BENCH_RATES", "100 500 1000").split() if r != "none"]
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 TARGETS = os.environ.get("BENCH_TARGETS", "upstream ours").split()
@@ -108,7 +111,7 @@ LOAD_CPU = int(os.environ.get("BENCH_LOAD_CPU", "1"))
 PY = os.environ.get("BENCH_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 NICE = os.environ.get("BENCH_NICE", "")
 MIX = os.environ.get("BENCH_MIX", " ".join(CLASSES)).split()
-SAT_CLASSES = os.environ.get("BENCH_CLASSES", " ".join((*CLASSES, "mix"))).split()
+SAT_CLASSES = os.environ.get("BENCH_CLASSES", " ".join((*CLASSES, "distinct", "mix"))).split()
 RATE_CLASSES = os.environ.get("BENCH_RATE_CLASSES", "small mix").split()
 FLAGS = ("--aws-default-region=us-west-2",)
 READY_TIMEOUT = 60.0
@@ -154,16 +157,18 @@ def die(message: str) -> NoReturn:
 
 def write_bodies(directory: Path) -> dict[str, Path]:
     """One compact review per class, in files for wrk and fixed_rate.py."""
-    classes = {*CLASSES, "mix"}
+    classes = {*CLASSES, "distinct", "mix"}
     unknown = (set(MIX) - set(CLASSES)) | (set(SAT_CLASSES) - classes)
     unknown |= set(RATE_CLASSES) - classes
     if unknown or not MIX:
         die(
             f"BENCH_MIX must name some of {list(CLASSES)}, BENCH_CLASSES and BENCH_RATE_CLASSES "
-            f"some of {[*CLASSES, 'mix']}; unknown: {sorted(unknown)}"
+            f"some of {[*CLASSES, 'distinct', 'mix']}; unknown: {sorted(unknown)}"
         )
     paths = {}
-    for name, body in reviews().items():
+    named = [*reviews().items(), *((f"distinct/{i}", r) for i, r in enumerate(distinct_reviews()))]
+    (directory / "distinct").mkdir()
+    for name, body in named:
         path = directory / f"{name}.json"
         path.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
         paths[name] = path
@@ -171,7 +176,9 @@ def write_bodies(directory: Path) -> dict[str, Path]:
 
 
 def class_bodies(paths: dict[str, Path], name: str) -> dict[str, Path]:
-    """The bodies one class sends: its own, or the mix's."""
+    """The bodies one class sends: its own, the distinct Pods, or the mix's."""
+    if name == "distinct":
+        return {n: path for n, path in paths.items() if n.startswith("distinct/")}
     return {n: paths[n] for n in MIX} if name == "mix" else {name: paths[name]}
 
 
@@ -384,7 +391,7 @@ def bench(
     try:
         result.startup_s = wait_first_mutation(server, probe_body(), context)
         note(f"{server.name}: first mutated answer {result.startup_s:.3f} s after start")
-        check_mix(server, bodies, context)
+        check_mix(server, {n: bodies[n] for n in (*CLASSES, "distinct/0")}, context)
         time.sleep(0.5)
         result.rss_idle_kib = kib(server.pid, "VmRSS")
         warmup = ":".join(str(p) for p in class_bodies(bodies, "mix").values())
