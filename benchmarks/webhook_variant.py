@@ -187,6 +187,7 @@ def _stages() -> None:
     app.mutate = timed_async("mutate (all of it)", app.mutate)
     telemetry.info = timed("telemetry.info", telemetry.info)
     DecisionMemo.decide = timed("DecisionMemo.decide", DecisionMemo.decide)  # type: ignore[method-assign]
+    DecisionMemo.answer = timed("DecisionMemo.answer", DecisionMemo.answer)  # type: ignore[method-assign]
     Metrics.record = timed("Metrics.record", Metrics.record)  # type: ignore[method-assign]
     Metrics.observe_request = timed("Metrics.observe_request", Metrics.observe_request)  # type: ignore[method-assign]
 

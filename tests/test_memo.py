@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from tests.support.reviews import ROLE
 from tests.test_properties import lowest, pods, service_account_annotations, setups
+from webhook.admission import verdicts
 from webhook.admission.entries import ConfigMapEntry, parse_service_account
 from webhook.admission.memo import DecisionMemo
 from webhook.admission.mutation import Decision, decide
+from webhook.admission.reviews import encode_patch
 from webhook.config import ContainerCredentialsSettings, MutationConfig
 from webhook.errors import InvalidPod
 from webhook.sources.manifests import StaticSources
@@ -230,6 +232,29 @@ def test_container_credentials_settings_come_from_the_memos_config():
     )
 
 
+def test_a_kept_decision_is_answered_once_and_the_same_answer_serves_its_replicas():
+    memo, held = DecisionMemo(CONFIG), sources()
+    decision = memo.decide(pod(), namespace="default", sources=held)
+
+    first = memo.answer(decision)
+
+    assert memo.answer(memo.decide(pod(), namespace="default", sources=held)) is first
+    assert first == verdicts.answer(decision)
+    assert first.patch == encode_patch(decision.patch)
+
+
+def test_a_decision_the_memo_does_not_hold_is_answered_afresh():
+    memo, held = DecisionMemo(CONFIG, pods=1), sources()
+    evicted = memo.decide(pod("a"), namespace="default", sources=held)
+    memo.decide(pod("b"), namespace="default", sources=held)  # a goes
+    replaced = dataclasses.replace(evicted, role_arn=OTHER_ROLE)  # as an association does
+
+    for decision in (evicted, replaced):
+        assert memo.answer(decision) is not memo.answer(decision)
+        assert memo.answer(decision) == verdicts.answer(decision)
+    assert memo.answer(replaced).audit["role-arn"] == OTHER_ROLE
+
+
 @given(pods(), setups(), service_account_annotations(), st.booleans(), st.booleans())
 def test_memo_and_decide_agree_before_and_after_any_change_of_the_sources(
     pod, setup, annotations, flip_identity, drop_config_map
@@ -240,9 +265,9 @@ def test_memo_and_decide_agree_before_and_after_any_change_of_the_sources(
     def agree() -> None:
         for _ in range(2):  # decided, then reused (or decided again when it was not kept)
             got = memo.decide(pod, namespace="default", sources=held, jitter=lowest)
-            assert got == decide(
-                pod, namespace="default", sources=held, config=config, jitter=lowest
-            )
+            made = decide(pod, namespace="default", sources=held, config=config, jitter=lowest)
+            assert got == made
+            assert memo.answer(got) == verdicts.answer(made)
 
     agree()
     held.service_accounts["default/app"] = parse_service_account(annotations, config)

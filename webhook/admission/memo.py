@@ -1,4 +1,4 @@
-"""Pure. One decision for every Pod that is the same Pod.
+"""Pure. One decision, and one answer, for every Pod that is the same Pod.
 
 The replicas of a ReplicaSet, the Pods of a Job, arrive at admission byte for byte equal: they
 get their names and uids only after the webhooks have run. They come in bursts (a rollout, a
@@ -16,7 +16,8 @@ Reuse is exact, never approximate:
 - A decision that drew a random number (the token expiration that container credentials
   spread per Pod on purpose), or that found no ServiceAccount, is never kept.
 - Kept decisions are shared: nothing may modify one (Decision is frozen; its patch operations
-  are read, encoded and copied, never changed).
+  are read, encoded and copied, never changed). So is the answer built from a kept decision
+  when no extension adds to it (`answer`), its patch encoded once.
 
 The memory is bounded by a number of Pods and by the bytes of their keys; the least recently
 used goes first.
@@ -29,8 +30,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from webhook.admission import verdicts
 from webhook.admission.entries import ConfigMapEntry, ServiceAccountEntry
 from webhook.admission.mutation import Decision, Jitter, Sources, decide, random_jitter
+from webhook.admission.reviews import Answer
 from webhook.admission.wire import Pod
 from webhook.config import MutationConfig
 
@@ -70,10 +73,12 @@ class _Recorder:
         return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Kept:
     decision: Decision
     lookups: tuple[_Lookup, ...]
+    answer: Answer | None = None
+    """Built at the first admission without extensions that needs it."""
 
     def holds(self, sources: Sources) -> bool:
         """Every lookup gives the answer it gave (`is`: entries are replaced, never edited)."""
@@ -91,6 +96,9 @@ class DecisionMemo:
         self._size = size
         self._largest = size // 16
         self._kept: OrderedDict[tuple[str, bytes], _Kept] = OrderedDict()
+        self._by_decision: dict[int, _Kept] = {}
+        """The same entries by their decision's id (an entry holds its decision, so the id
+        cannot be another object's while it is here)."""
         self._bytes = 0
         self.hits = 0
         """Decisions reused."""
@@ -137,8 +145,19 @@ class DecisionMemo:
             self._keep(key, _Kept(decision, tuple(recorder.lookups)))
         return decision
 
+    def answer(self, decision: Decision) -> Answer:
+        """`verdicts.answer(decision)`: the answer without extensions, built once for a kept
+        decision."""
+        kept = self._by_decision.get(id(decision))
+        if kept is None or kept.decision is not decision:
+            return verdicts.answer(decision)
+        if kept.answer is None:
+            kept.answer = verdicts.answer(decision)
+        return kept.answer
+
     def clear(self) -> None:
         self._kept.clear()
+        self._by_decision.clear()
         self._bytes = 0
 
     def _keep(self, key: tuple[str, bytes], kept: _Kept) -> None:
@@ -146,11 +165,15 @@ class DecisionMemo:
         if size > self._largest:
             return
         self._kept[key] = kept
+        self._by_decision[id(kept.decision)] = kept
         self._bytes += size
         while len(self._kept) > self._pods or self._bytes > self._size:
-            (_, oldest), _ = self._kept.popitem(last=False)
+            (_, oldest), gone = self._kept.popitem(last=False)
+            del self._by_decision[id(gone.decision)]
             self._bytes -= len(oldest)
 
     def _forget(self, key: tuple[str, bytes]) -> None:
-        if self._kept.pop(key, None) is not None:
+        gone = self._kept.pop(key, None)
+        if gone is not None:
+            del self._by_decision[id(gone.decision)]
             self._bytes -= len(key[1])

@@ -52,6 +52,12 @@ class Answer:
     audit: Mapping[str, str] = field(default_factory=dict)
     denial: str | None = None
     """Set when the Pod is refused on purpose (policy or rule): HTTP 200, allowed false, 403."""
+    patch: str = field(init=False)
+    """`ops` as the wire carries them (base64 JSON), encoded once: a memo's answer is sent to
+    every replica of a Deployment."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch", encode_patch(self.ops) if self.ops else "")
 
 
 def _optional_str(value: Any, where: str) -> str | None:
@@ -121,8 +127,8 @@ def respond(request: AdmissionRequest, answer: Answer) -> AdmissionReview:
         response["status"] = {"code": 403, "reason": "Forbidden", "message": answer.denial}
     else:
         response["allowed"] = True
-        if answer.ops:
-            response["patch"] = encode_patch(answer.ops)
+        if answer.patch:
+            response["patch"] = answer.patch
             response["patchType"] = "JSONPatch"
     if answer.warnings:
         response["warnings"] = list(answer.warnings)

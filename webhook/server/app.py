@@ -264,7 +264,8 @@ async def _admit(hook: Webhook, body: bytes, started: float) -> web.Response:
         return _reject(hook, 400, str(exc), started)
     extras = await _extend(hook, admission, decision) if hook.extensions.active else None
     judged = verdict(decision, extras)
-    answered = dumps(respond(admission, answer(decision, extras)))
+    said = hook.memo.answer(decision) if extras is None else answer(decision, extras)
+    answered = dumps(respond(admission, said))
     seconds = time.perf_counter() - started
     hook.metrics.record(
         judged, method=decision.method, lookup=lookup, seconds=seconds, extras=extras
