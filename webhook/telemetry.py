@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -32,18 +34,19 @@ class _JsonLine:
 
     def __init__(self, exceptions: structlog.processors.ExceptionRenderer) -> None:
         self._exceptions = exceptions
-        self._second: tuple[int, str] = (-1, "")
+        self._second = -1
+        self._prefix = ""
 
     def _timestamp(self) -> str:
-        seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-        second, text = self._second
-        if seconds != second:
+        nanoseconds = time.time_ns()
+        seconds = nanoseconds // 1_000_000_000
+        if seconds != self._second:
             moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
-            text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = (seconds, text)
-        micros = nanoseconds // 1000
+            self._prefix = moment.strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = seconds
+        micros = nanoseconds // 1000 % 1_000_000
         # datetime.isoformat leaves out a zero fraction; so does this.
-        return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
+        return f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
 
     def __call__(self, logger: Any, method: str, event_dict: Any) -> bytes:
         event_dict = structlog.processors.add_log_level(logger, method, event_dict)
@@ -52,9 +55,52 @@ class _JsonLine:
             event_dict = self._exceptions(logger, method, event_dict)
         return orjson.dumps(event_dict, default=str)
 
+    def info_line(self, fields: dict[str, Any]) -> bytes:
+        """What `__call__` renders for an info line without an exception, and its newline."""
+        fields["level"] = "info"
+        fields["timestamp"] = self._timestamp()
+        return orjson.dumps(fields, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
-_direct: tuple[_JsonLine, structlog.BytesLogger] | None = None
-"""The JSON chain and the logger it writes with, when configure_logs set them up on bytes."""
+
+class _LineWriter:
+    """structlog's BytesLogger for a file descriptor: each line goes out in one `write`
+    system call, under a lock that every thread's lines share, with nothing buffered in
+    between (a line logged is in the log before the answer it describes is sent).
+
+    Half the cost of BytesLogger's write into the BufferedWriter and flush, per admission
+    line (benchmarks/README.md)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def line(self, data: bytes) -> None:
+        """Write `data`, which ends with a newline."""
+        with self._lock:
+            written = os.write(self._fd, data)
+            if written < len(data):  # a signal, or a pipe that took only part of it
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view) :]
+
+    def msg(self, message: bytes) -> None:
+        self.line(message + b"\n")
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _LineWriterFactory:
+    def __init__(self, writer: _LineWriter) -> None:
+        self._writer = writer
+
+    def __call__(self, *_: Any) -> _LineWriter:
+        return self._writer
+
+
+_direct: tuple[_JsonLine, _LineWriter] | None = None
+"""The JSON chain and the writer it writes with, when configure_logs set them up on a file
+descriptor."""
 
 
 def info(event: str, fields: dict[str, Any]) -> None:
@@ -69,9 +115,24 @@ def info(event: str, fields: dict[str, Any]) -> None:
     if _direct is None or len(processors) != 1 or processors[0] is not _direct[0]:
         structlog.get_logger("webhook").info(event, **fields)
         return
-    render, logger = _direct
+    render, writer = _direct
     fields["event"] = event
-    logger.msg(render(None, "info", fields))
+    writer.line(render.info_line(fields))
+
+
+def _descriptor(out: TextIO) -> int | None:
+    """The file descriptor under a text stream, once what it buffered is written; None when
+    there is none (a StringIO, a stream a test wraps)."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        return None
+    try:
+        out.flush()
+        buffer.flush()
+        fd = buffer.fileno()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return None
+    return fd if isinstance(fd, int) else None
 
 
 def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = None) -> None:
@@ -98,13 +159,15 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
         shared.append(exceptions)
         renderer = structlog.processors.JSONRenderer()
         chain = [*shared, renderer]
-        if hasattr(out, "buffer"):
+        fd = _descriptor(out)
+        if fd is not None:
             # One admission line per request: orjson straight to bytes costs a fraction of
-            # the json module plus print (measured with benchmarks/).
+            # the json module plus print, and a write of our own half of BytesLogger's
+            # (measured with benchmarks/).
             global _direct  # noqa: PLW0603 - one stdout per process
-            _direct = (_JsonLine(exceptions), structlog.BytesLogger(out.buffer))
+            _direct = (_JsonLine(exceptions), _LineWriter(fd))
             chain = [_direct[0]]
-            factory = structlog.BytesLoggerFactory(out.buffer)
+            factory = _LineWriterFactory(_direct[1])
     structlog.configure(
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(level),
