@@ -8,9 +8,11 @@ import ipaddress
 import socket
 import ssl
 import stat
+import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
@@ -20,6 +22,7 @@ from cryptography.x509 import DNSName, IPAddress
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from webhook.certificates.bootstrap import Bootstrap
 from webhook.certificates.issuing import (
     ca_bundle,
     certificate_expiry,
@@ -34,6 +37,7 @@ from webhook.certificates.issuing import (
 from webhook.certificates.summary import names_cover
 from webhook.cli.certs import certs_command
 from webhook.errors import ConfigError
+from webhook.kube import Api
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 SERVICE_NAMES = [
@@ -526,3 +530,24 @@ def test_help_exits_0_and_lists_the_flags(tmp_path, flag):
 )
 def test_names_cover_follows_the_api_servers_hostname_check(names, host, covered):
     assert names_cover(names, host) is covered
+
+
+def test_the_bootstrap_pair_is_removed_with_the_directory_it_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = Bootstrap(cast("Api", None), namespace="n", secret="s", service="w", configuration="")
+    made._write_files(b"cert", b"key")
+    given = Bootstrap(
+        cast("Api", None),
+        namespace="n",
+        secret="s",
+        service="w",
+        configuration="",
+        directory=tmp_path / "given",
+    )
+    given.directory.mkdir()
+    given._write_files(b"cert", b"key")
+    made.close()
+    given.close()
+    assert [path.name for path in tmp_path.iterdir()] == ["given"]  # not ours to remove
+    assert list(given.directory.iterdir()) == []
+    made.close()  # twice: nothing left to remove is no error

@@ -328,8 +328,17 @@ class Cluster:
             groups=(),
         )
 
-    def _spawn(self, name: str, argv: Sequence[str], *, cwd: Path | None = None) -> Process:
-        process = Process(name, argv, self.workdir / f"{name}.log", env=self.env, cwd=cwd)
+    def _spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Process:
+        process = Process(
+            name, argv, self.workdir / f"{name}.log", env={**self.env, **(env or {})}, cwd=cwd
+        )
         self.processes.append(process)
         self._stack.callback(process.stop)
         return process
@@ -475,8 +484,11 @@ class Cluster:
 
     # -- webhooks ---------------------------------------------------------------------------
 
-    def spawn_webhook(self, name: str, *flags: str) -> WebhookProcess:
-        """Start `python -m webhook` with the real command line; does not wait."""
+    def spawn_webhook(
+        self, name: str, *flags: str, env: Mapping[str, str] | None = None
+    ) -> WebhookProcess:
+        """Start `python -m webhook` with the real command line (and `env` added to the
+        environment); does not wait."""
         port, metrics_port = free_port(), free_port()
         argv = [
             sys.executable,
@@ -492,7 +504,7 @@ class Cluster:
             "--shutdown-delay=0s",
             *flags,
         ]
-        process = self._spawn(f"webhook-{name}", argv, cwd=REPO)
+        process = self._spawn(f"webhook-{name}", argv, cwd=REPO, env=env)
         webhook = WebhookProcess(
             name,
             process,

@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import stat
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +180,26 @@ def test_a_ca_bundle_that_does_not_trust_the_served_certificate_makes_the_webhoo
         assert metric_value(checker.metrics(), "pod_identity_webhook_ca_bundle_trusted") == 0
     finally:
         checker.stop()
+
+
+def test_the_bootstrapped_pair_leaves_no_file_behind_after_a_stop(
+    cluster: Cluster, bootstrapped: WebhookProcess, tmp_path: Path
+) -> None:
+    # A second replica on the same Secret, its temporary directory under tmp_path: the private
+    # key it wrote there must be gone once it stopped.
+    webhook = cluster.spawn_webhook(
+        "bootstrap-cleanup",
+        "--cert-bootstrap",
+        f"--tls-secret={SECRET}",
+        f"--namespace={WEBHOOK_NAMESPACE}",
+        "--cert-extra-names=127.0.0.1,localhost",
+        env={"TMPDIR": str(tmp_path)},
+    )
+    wait_until(lambda: readyz(webhook.port) == 200, timeout=30, what="the second replica's /readyz")
+    [made] = tmp_path.glob("pod-identity-webhook-*")  # the kubernetes client puts its own there
+    assert sorted(path.name for path in made.iterdir()) == ["tls.crt", "tls.key"]
+    assert stat.S_IMODE((made / "tls.key").stat().st_mode) == 0o600
+    stored = base64.b64decode(cluster.admin.get(SECRET_PATH)["data"]["tls.crt"])
+    assert served_serial(webhook.port) == x509.load_pem_x509_certificate(stored).serial_number
+    assert webhook.stop() == 0
+    assert list(tmp_path.iterdir()) == []  # the client's files too (removed at exit)

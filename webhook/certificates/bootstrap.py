@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import tempfile
 from collections.abc import Callable
@@ -87,6 +88,7 @@ class Bootstrap:
         self.configuration = configuration
         self.validity_days = validity_days
         self.extra_names = extra_names
+        self._owns_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="pod-identity-webhook-"))
         self.cert_path = self.directory / "tls.crt"
         self.key_path = self.directory / "tls.key"
@@ -168,6 +170,15 @@ class Bootstrap:
         write_atomically(self.key_path, key, mode=0o600)
         write_atomically(self.cert_path, cert, mode=0o600)
         return True
+
+    def close(self) -> None:
+        """Remove the pair's files and, when this object made it, their directory: a private
+        key must not outlive the process in a shared /tmp."""
+        for path in (self.key_path, self.cert_path):
+            path.unlink(missing_ok=True)
+        if self._owns_directory:
+            with contextlib.suppress(OSError):  # something else was put there: leave it
+                self.directory.rmdir()
 
     def reconcile_ca_bundle(self) -> bool:
         """Set every webhook's caBundle of the configuration to our CA; True if it patched."""

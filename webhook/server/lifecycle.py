@@ -136,7 +136,7 @@ async def serve(config: Config) -> int:
         api = None
         if config.cert_bootstrap or config.webhook_configuration:
             api = Api(client_configuration(config))
-        bootstrap = await _bootstrap(config, api) if api is not None else None
+        bootstrap = await _bootstrap(config, api, stack) if api is not None else None
         if bootstrap is not None:
             config = dataclasses.replace(
                 config, tls_cert=str(bootstrap.cert_path), tls_key=str(bootstrap.key_path)
@@ -341,8 +341,11 @@ async def _with_instance_account(config: Config) -> Config:
     return dataclasses.replace(config, mutation=mutation)
 
 
-async def _bootstrap(config: Config, api: Api) -> Bootstrap | None:
-    """--cert-bootstrap: the Secret-held pair, created or read before anything is served."""
+async def _bootstrap(
+    config: Config, api: Api, stack: contextlib.AsyncExitStack
+) -> Bootstrap | None:
+    """--cert-bootstrap: the Secret-held pair, created or read before anything is served; its
+    files are removed on the way out."""
     if not config.cert_bootstrap:
         return None
     from webhook.certificates.bootstrap import Bootstrap
@@ -356,6 +359,7 @@ async def _bootstrap(config: Config, api: Api) -> Bootstrap | None:
         validity_days=config.cert_validity_days,
         extra_names=config.cert_extra_names,
     )
+    stack.callback(bootstrap.close)
     try:
         await asyncio.to_thread(bootstrap.ensure_pair)
     except ApiError as exc:
