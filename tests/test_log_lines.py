@@ -134,3 +134,68 @@ def test_a_stream_without_a_file_descriptor_is_written_through_structlog() -> No
     )
     written = [json.loads(item) for item in json.loads(line)]
     assert [(r["event"], r.get("uid")) for r in written] == [("admission", "u-5"), ("other", None)]
+
+
+FULL_PIPE = """
+import os
+r, w = os.pipe()
+os.set_blocking(w, False)  # as whoever shares the descriptor may leave it
+telemetry.configure_logs(fmt="json", stream=os.fdopen(w, "w"))
+filled = 0
+while True:
+    try:
+        filled += os.write(w, b"f" * 4096)
+    except BlockingIOError:
+        break
+"""
+
+
+def test_a_non_blocking_log_that_is_full_is_waited_for() -> None:
+    # The reader catches up a moment later: the line waits for it and arrives whole.
+    line, lost = _stdout(
+        FULL_PIPE
+        + textwrap.dedent(
+            """
+        import threading, time
+        got = bytearray()
+        def drain():
+            time.sleep(0.3)
+            while not got.endswith(b"\\n"):
+                got.extend(os.read(r, 1 << 16))
+        reader = threading.Thread(target=drain)
+        reader.start()
+        telemetry.info("admission", {"uid": "u-6", "pad": "p" * 10000})
+        reader.join()
+        print(got[filled:].decode(), end="")
+        print(telemetry.lines_lost())
+        """
+        )
+    )
+    assert json.loads(line)["pad"] == "p" * 10000
+    assert lost == "0"
+
+
+def test_a_line_the_log_never_takes_is_counted_and_the_next_starts_on_its_own_line() -> None:
+    # One page of room, then nobody reads: the first 4 KiB go out, the rest is dropped after
+    # the wait, and the next line does not continue the torn one.
+    lines = _stdout(
+        FULL_PIPE
+        + textwrap.dedent(
+            """
+        telemetry._LineWriter.WAIT_SECONDS = 0.2
+        os.read(r, 4096)
+        telemetry.info("admission", {"uid": "u-7", "pad": "q" * 10000})
+        lost = telemetry.lines_lost()
+        got = bytearray(os.read(r, 1 << 20))
+        telemetry.info("admission", {"uid": "u-8"})
+        got += os.read(r, 1 << 20)
+        print(got[filled - 4096:].decode(), end="")
+        print(lost)
+        """
+        )
+    )
+    torn, whole, lost = lines
+    assert torn.startswith('{"uid":"u-7"')
+    assert len(torn) == 4096
+    assert json.loads(whole)["uid"] == "u-8"
+    assert lost == "1"

@@ -8,9 +8,11 @@ renderer, so a container emits only JSON.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import select
 import sys
 import threading
 import time
@@ -20,7 +22,7 @@ import orjson
 import structlog
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
-__all__ = ["configure_logs", "info", "production_registry"]
+__all__ = ["configure_logs", "info", "lines_lost", "production_registry"]
 
 
 class _JsonLine:
@@ -68,20 +70,73 @@ class _LineWriter:
     between (a line logged is in the log before the answer it describes is sent).
 
     Half the cost of BytesLogger's write into the BufferedWriter and flush, per admission
-    line (benchmarks/README.md)."""
+    line (benchmarks/README.md).
+
+    A log that cannot be written never fails the request that logs: a line the descriptor
+    refuses (a reader gone, a disk full) is counted in `lost` and dropped, and the first
+    such loss is reported on stderr. A descriptor left non-blocking by whoever shares it is
+    waited on as a blocking one would be, up to WAIT_SECONDS a line."""
+
+    WAIT_SECONDS = 5.0
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._lock = threading.Lock()
+        self._torn = False
+        """The last line stopped part-way: the next one starts with a newline."""
+        self.lost = 0
 
     def line(self, data: bytes) -> None:
         """Write `data`, which ends with a newline."""
         with self._lock:
-            written = os.write(self._fd, data)
+            if self._torn:
+                data = b"\n" + data
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self._lose(exc)
+                return
             if written < len(data):  # a signal, or a pipe that took only part of it
-                view = memoryview(data)[written:]
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                self._finish(memoryview(data)[written:], started=written > 0)
+            elif self._torn:
+                self._torn = False
+
+    def _finish(self, rest: memoryview, *, started: bool) -> None:
+        deadline = 0.0
+        while rest:
+            try:
+                rest = rest[os.write(self._fd, rest) :]
+                started = True
+            except BlockingIOError as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self.WAIT_SECONDS
+                if now >= deadline:
+                    self._lose(exc, started=started)
+                    return
+                select.select([], [self._fd], [], deadline - now)
+            except OSError as exc:
+                self._lose(exc, started=started)
+                return
+        self._torn = False
+
+    def _lose(self, exc: OSError, *, started: bool = False) -> None:
+        self._torn = self._torn or started
+        self.lost += 1
+        if self.lost == 1:
+            notice = orjson.dumps(
+                {
+                    "event": "log_lines_lost",
+                    "level": "error",
+                    "error": f"{exc.__class__.__name__}: {exc.strerror or exc}",
+                    "detail": "lines the log refuses are dropped and counted in "
+                    "pod_identity_webhook_log_lines_lost_total",
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            with contextlib.suppress(OSError):  # stderr may be the same broken pipe
+                os.write(2, notice)
 
     def msg(self, message: bytes) -> None:
         self.line(message + b"\n")
@@ -101,6 +156,12 @@ class _LineWriterFactory:
 _direct: tuple[_JsonLine, _LineWriter] | None = None
 """The JSON chain and the writer it writes with, when configure_logs set them up on a file
 descriptor."""
+
+
+def lines_lost() -> int:
+    """Log lines dropped because the log's descriptor refused them (0 when logs go through
+    structlog's own writers)."""
+    return _direct[1].lost if _direct is not None else 0
 
 
 def info(event: str, fields: dict[str, Any]) -> None:

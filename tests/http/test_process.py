@@ -8,6 +8,7 @@ hundredths of a second.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import ssl
@@ -435,3 +436,46 @@ def test_a_default_certificate_gets_no_validity_warning(launch: Launch):
 
     assert not [e for e in webhook.logs() if e["event"].startswith("certificate_ex")]
     assert _problems(webhook) == {"expired": 0, "not_yet_valid": 0, "expiring_soon": 0}
+
+
+# --- a log that refuses lines -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("log", ["a full disk", "a reader gone"])
+def test_a_log_that_refuses_lines_costs_no_admission(files: Files, tmp_path: Path, log: str):
+    # stdout on /dev/full (every write: ENOSPC), or a pipe whose reader has closed (EPIPE):
+    # the admissions are answered as always, the lost lines are counted, stderr says it once.
+    port, metrics_port = free_port(), free_port()
+    stderr = tmp_path / "stderr.log"
+    reader, writer = (
+        os.pipe() if log == "a reader gone" else (-1, os.open("/dev/full", os.O_WRONLY))
+    )
+    try:
+        with stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                argv(files, port, metrics_port), stdout=writer, stderr=err, cwd=tmp_path
+            )
+    finally:
+        os.close(writer)
+    webhook = Webhook(proc, port, metrics_port, Path(os.devnull), stderr, files.ca)
+    try:
+        wait_until_sync(webhook.ready, timeout=30, interval=0.05, what="readiness")
+        if reader >= 0:
+            os.close(reader)
+        for i in range(3):
+            status, answer = webhook.mutate(make_review(make_pod("s3-reader"), uid=f"u-{i}"))
+            assert status == 200
+            assert answer["response"]["uid"] == f"u-{i}"
+            assert answer["response"]["patchType"] == "JSONPatch"
+        assert metric(webhook, "pod_identity_webhook_log_lines_lost_total") >= 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    notices = [json.loads(line) for line in stderr.read_text().splitlines()]
+    assert [notice["event"] for notice in notices] == ["log_lines_lost"]
+    error = "ENOSPC" if log == "a full disk" else "BrokenPipeError"
+    assert notices[0]["error"].startswith(("OSError", "BrokenPipeError"))
+    assert error in notices[0]["error"] or "No space" in notices[0]["error"]

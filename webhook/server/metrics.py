@@ -30,6 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from webhook import telemetry
 from webhook.admission.extensions import Extras
 from webhook.admission.verdicts import Verdict
 from webhook.admission.wire import LookupPath, Method
@@ -320,6 +321,19 @@ class _CaBundleCollector(Collector):
         yield family
 
 
+class _LogCollector(Collector):
+    """Log lines dropped because stdout refused them (telemetry._LineWriter): the admission
+    lines are the audit trail, so their loss must be visible where the alerts look."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "pod_identity_webhook_log_lines_lost",
+            "Log lines dropped because the log (stdout) refused them: a reader gone, a disk "
+            "full. The admissions they describe were answered.",
+            value=telemetry.lines_lost(),
+        )
+
+
 class Metrics:
     """Every series the webhook exports."""
 
@@ -369,6 +383,7 @@ class Metrics:
         )
         self._ca_bundle = _CaBundleCollector()
         registry.register(self._ca_bundle)
+        registry.register(_LogCollector())
         self.source_reloads = Counter(
             "pod_identity_webhook_source_reloads",
             "Reloads of file and ConfigMap sources by source and result.",
