@@ -199,3 +199,40 @@ def test_a_line_the_log_never_takes_is_counted_and_the_next_starts_on_its_own_li
     assert len(torn) == 4096
     assert json.loads(whole)["uid"] == "u-8"
     assert lost == "1"
+
+
+def test_standard_library_records_go_through_the_same_writer() -> None:
+    # aiohttp's and the Kubernetes client's records: whole JSON lines on the same descriptor,
+    # and counted like ours when the log refuses them (no "--- Logging error ---" per record).
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import logging, sys
+                from webhook import telemetry
+                telemetry.configure_logs(fmt="json", stream=sys.stdout)
+                logging.getLogger("aiohttp.server").error("written %s", "whole")
+                telemetry.configure_logs(fmt="json", stream=open("/dev/full", "w"))
+                for _ in range(3):
+                    logging.getLogger("aiohttp.server").error("refused")
+                print(telemetry.lines_lost())
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    written, lost = done.stdout.splitlines()
+    record = json.loads(written)
+    assert (record["event"], record["logger"], record["level"]) == (
+        "written whole",
+        "aiohttp.server",
+        "error",
+    )
+    assert lost == "3"
+    assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == ["log_lines_lost"]

@@ -79,8 +79,9 @@ class _LineWriter:
 
     WAIT_SECONDS = 5.0
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, stream: TextIO) -> None:
         self._fd = fd
+        self._stream = stream  # owns the descriptor: closed when collected
         self._lock = threading.Lock()
         self._torn = False
         """The last line stopped part-way: the next one starts with a newline."""
@@ -145,6 +146,23 @@ class _LineWriter:
     fatal = failure = err = error = critical = exception = msg
 
 
+class _LineHandler(logging.Handler):
+    """The standard library's records (aiohttp's, the Kubernetes client's) through the same
+    writer: one lock and one `write` per line for every logger, and the same loss counting."""
+
+    def __init__(self, writer: _LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record).encode("utf-8", "backslashreplace") + b"\n"
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        self._writer.line(line)
+
+
 class _LineWriterFactory:
     def __init__(self, writer: _LineWriter) -> None:
         self._writer = writer
@@ -206,6 +224,7 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
     ]
     renderer: Any
     factory: Any = structlog.PrintLoggerFactory(out)
+    writer: _LineWriter | None = None
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(
             colors=False,
@@ -226,16 +245,17 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
             # the json module plus print, and a write of our own half of BytesLogger's
             # (measured with benchmarks/).
             global _direct  # noqa: PLW0603 - one stdout per process
-            _direct = (_JsonLine(exceptions), _LineWriter(fd))
+            writer = _LineWriter(fd, out)
+            _direct = (_JsonLine(exceptions), writer)
             chain = [_direct[0]]
-            factory = _LineWriterFactory(_direct[1])
+            factory = _LineWriterFactory(writer)
     structlog.configure(
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(out)
+    handler = logging.StreamHandler(out) if writer is None else _LineHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
