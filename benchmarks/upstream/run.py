@@ -11,6 +11,12 @@ annotated), the same flags (`--aws-default-region=us-west-2`), each pinned to CP
 $BENCH_SERVER_CPU with taskset. The load generators run on CPU $BENCH_LOAD_CPU (kube-apiserver
 and etcd are moved there too, so the server's core only runs the server).
 
+Each round starts every target (one at a time) and keeps them all running; then each
+measurement is made on each server in turn, seconds apart, in an order reversed from one
+measurement to the next. The table gives, besides the ratio of the medians, the median (and
+range) of the ratios of runs made seconds apart: on a VM whose speed drifts over minutes those
+hold where medians of runs minutes apart do not.
+
 The request classes (../pods.py), each measured on its own and as a mix: `small` (one
 container, annotated ServiceAccount: the common admission), `large` (ten containers with
 variables, ports, probes, resources and mounts), `unannotated` (the small Pod, no role: no
@@ -300,6 +306,8 @@ class Result:
     """class -> one entry per wrk run: rps, cpu_us, core_share, foreign_share."""
     rates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`<class> <rate>` -> fixed_rate.py's result."""
+    paired: dict[str, dict[str, float]] = field(default_factory=dict)
+    """class -> ratio to upstream of runs made seconds apart: median, low, high, pairs."""
     rss_idle_kib: int = 0
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
@@ -400,7 +408,7 @@ def quietest(measure: Callable[[str], dict[str, Any]], tag: str, what: str) -> d
     return best
 
 
-def bench(
+def start(
     server: Server,
     bodies: dict[str, Path],
     context: ssl.SSLContext,
@@ -408,63 +416,111 @@ def bench(
     env: dict[str, str],
     round_: int,
 ) -> Result:
+    """Start one server: its start-up time, its answers checked, idle RSS, a warm-up."""
     result = Result(server.name)
     note(f"== {server.name} (round {round_}): starting")
     server.start(env)
-    try:
-        result.startup_s = wait_first_mutation(server, probe_body(), context)
-        note(f"{server.name}: first mutated answer {result.startup_s:.3f} s after start")
-        check_mix(server, {n: bodies[n] for n in (*CLASSES, "distinct/0")}, context)
-        time.sleep(0.5)
-        result.rss_idle_kib = kib(server.pid, "VmRSS")
-        warmup = ":".join(str(p) for p in class_bodies(bodies, "mix").values())
-        tag = f"{server.name.replace('/', '_')}.r{round_}.warmup"
-        run_wrk(server, warmup, WARMUP_SECONDS, work, tag)
-        for name in SAT_CLASSES:
-            sent = ":".join(str(p) for p in class_bodies(bodies, name).values())
-            runs = result.saturation.setdefault(name, [])
-            for i in range(SAT_RUNS):
-                tag = f"{server.name.replace('/', '_')}.r{round_}.{name}.sat{i}"
-                wrk = quietest(
-                    functools.partial(run_wrk, server, sent, SAT_SECONDS, work),
-                    tag,
-                    f"{server.name} {name} saturation",
-                )
-                runs.append(
-                    {
-                        "rps": wrk["requests_per_s"],
-                        "cpu_us": 1e6 * wrk["cpu_s"] / wrk["requests"],
-                        "core_share": wrk["server_core_share"],
-                        "foreign_share": wrk["foreign_core_share"],
-                        "attempts": wrk["attempts"],
-                    }
-                )
-                note(
-                    f"{server.name} {name}: saturation {wrk['requests_per_s']:.0f}/s, "
-                    f"{runs[-1]['cpu_us']:.0f} us CPU/admission, server core "
-                    f"{100 * wrk['server_core_share']:.0f}% "
-                    f"(other work {100 * wrk['foreign_core_share']:.0f}%)"
-                )
-        for name in RATE_CLASSES:
-            for rate in RATES:
-                tag = f"{server.name.replace('/', '_')}.r{round_}.{name}.rate{rate:g}"
-                fixed = quietest(
-                    functools.partial(run_rate, server, class_bodies(bodies, name), rate, work),
-                    tag,
-                    f"{server.name} {name} at {rate:g}/s",
-                )
-                result.rates[f"{name} {rate:g}"] = fixed
-                lat = fixed["latency_ms"]
-                note(
-                    f"{server.name} {name}: {rate:g}/s: p50 {lat['p50']} ms, p99 {lat['p99']} "
-                    f"ms, p99.9 {lat['p99.9']} ms (achieved {fixed['achieved_rate']}/s; other "
-                    f"work on the server's core {100 * fixed['foreign_core_share']:.0f}%)"
-                )
-        result.rss_after_kib = kib(server.pid, "VmRSS")
-        result.rss_peak_kib = kib(server.pid, "VmHWM")
-    finally:
-        server.stop()
+    result.startup_s = wait_first_mutation(server, probe_body(), context)
+    note(f"{server.name}: first mutated answer {result.startup_s:.3f} s after start")
+    check_mix(server, {n: bodies[n] for n in (*CLASSES, "distinct/0")}, context)
+    time.sleep(0.5)
+    result.rss_idle_kib = kib(server.pid, "VmRSS")
+    warmup = ":".join(str(p) for p in class_bodies(bodies, "mix").values())
+    run_wrk(server, warmup, WARMUP_SECONDS, work, f"{_tag(server, round_)}.warmup")
     return result
+
+
+def _tag(server: Server, round_: int) -> str:
+    return f"{server.name.replace('/', '_')}.r{round_}"
+
+
+def saturate(
+    server: Server, result: Result, bodies: dict[str, Path], work: Path, name: str, tag: str
+) -> None:
+    sent = ":".join(str(p) for p in class_bodies(bodies, name).values())
+    wrk = quietest(
+        functools.partial(run_wrk, server, sent, SAT_SECONDS, work),
+        tag,
+        f"{server.name} {name} saturation",
+    )
+    run = {
+        "rps": wrk["requests_per_s"],
+        "cpu_us": 1e6 * wrk["cpu_s"] / wrk["requests"],
+        "core_share": wrk["server_core_share"],
+        "foreign_share": wrk["foreign_core_share"],
+        "attempts": wrk["attempts"],
+    }
+    result.saturation.setdefault(name, []).append(run)
+    note(
+        f"{server.name} {name}: saturation {wrk['requests_per_s']:.0f}/s, "
+        f"{run['cpu_us']:.0f} us CPU/admission, server core "
+        f"{100 * wrk['server_core_share']:.0f}% "
+        f"(other work {100 * wrk['foreign_core_share']:.0f}%)"
+    )
+
+
+def fixed_rate(
+    server: Server,
+    result: Result,
+    bodies: dict[str, Path],
+    work: Path,
+    name: str,
+    rate: float,
+    tag: str,
+) -> None:
+    fixed = quietest(
+        functools.partial(run_rate, server, class_bodies(bodies, name), rate, work),
+        tag,
+        f"{server.name} {name} at {rate:g}/s",
+    )
+    result.rates[f"{name} {rate:g}"] = fixed
+    lat = fixed["latency_ms"]
+    note(
+        f"{server.name} {name}: {rate:g}/s: p50 {lat['p50']} ms, p99 {lat['p99']} "
+        f"ms, p99.9 {lat['p99.9']} ms (achieved {fixed['achieved_rate']}/s; other "
+        f"work on the server's core {100 * fixed['foreign_core_share']:.0f}%)"
+    )
+
+
+def bench_round(
+    servers: list[Server],
+    bodies: dict[str, Path],
+    context: ssl.SSLContext,
+    work: Path,
+    envs: dict[str, dict[str, str]],
+    round_: int,
+) -> list[Result]:
+    """One round: every server started (one at a time, for its start-up figure) and kept
+    running, then each measurement made on each server in turn, the order reversed from one
+    to the next. This VM's speed drifts by a quarter over minutes; runs of the servers that
+    follow each other seconds apart see the same machine, so their ratio holds where medians
+    taken minutes apart do not."""
+    results: list[Result] = []
+    try:
+        results.extend(
+            start(server, bodies, context, work, envs[server.name], round_) for server in servers
+        )
+        steps = [
+            (functools.partial(saturate, name=name), f"{name}.sat{i}")
+            for name in SAT_CLASSES
+            for i in range(SAT_RUNS)
+        ]
+        steps += [
+            (functools.partial(fixed_rate, name=name, rate=rate), f"{name}.rate{rate:g}")
+            for name in RATE_CLASSES
+            for rate in RATES
+        ]
+        turn = list(zip(servers, results, strict=True))
+        for step, (measure, what) in enumerate(steps):
+            for server, result in turn if step % 2 == 0 else reversed(turn):
+                measure(server, result, bodies, work, tag=f"{_tag(server, round_)}.{what}")
+        for server, result in zip(servers, results, strict=True):
+            result.rss_after_kib = kib(server.pid, "VmRSS")
+            result.rss_peak_kib = kib(server.pid, "VmHWM")
+    finally:
+        for server in servers:
+            server.stop()
+    return results
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -485,6 +541,7 @@ def merge(results: list[Result]) -> dict[str, Any]:
         "rss_peak_mib": _median([r.rss_peak_kib / 1024 for r in results]),
         "saturation": {},
         "rates": {},
+        "paired": results[0].paired if results else {},
     }
     for name in SAT_CLASSES:
         runs = [run for r in results for run in r.saturation.get(name, [])]
@@ -512,6 +569,33 @@ def merge(results: list[Result]) -> dict[str, Any]:
     return out
 
 
+def paired(results: dict[str, list[Result]]) -> None:
+    """Per class and target, the ratios to upstream of runs made seconds apart (the same
+    round and run number): their median, lowest and highest, into each merged entry's
+    "paired" key. Pairs with both runs quiet count when there are any."""
+    ups = results.get("upstream") or []
+    for name, rounds in results.items():
+        if name == "upstream" or not rounds:
+            continue
+        for cls in SAT_CLASSES:
+            pairs = [
+                (ours, theirs)
+                for mine, up in zip(rounds, ups, strict=False)
+                for ours, theirs in zip(
+                    mine.saturation.get(cls, []), up.saturation.get(cls, []), strict=False
+                )
+            ]
+            quiet = [pair for pair in pairs if max(run["foreign_share"] for run in pair) < QUIET]
+            ratios = sorted(ours["rps"] / theirs["rps"] for ours, theirs in quiet or pairs)
+            for result in rounds:
+                result.paired[cls] = {
+                    "median": _median(ratios),
+                    "low": ratios[0] if ratios else float("nan"),
+                    "high": ratios[-1] if ratios else float("nan"),
+                    "pairs": len(ratios),
+                }
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else ""
 
@@ -530,7 +614,15 @@ def _class_table(
     def throughput_ratio(name: str) -> float:
         if up is None or not compared:
             return 0.0
-        return float(merged[compared[0]]["saturation"][name]["rps"] / up["saturation"][name]["rps"])
+        return float(merged[compared[0]]["paired"][name]["median"])
+
+    def pairs(name: str) -> list[str]:
+        if up is None:
+            return []
+        return [
+            "{median:.2f} ({low:.2f}-{high:.2f})".format(**merged[n]["paired"][name])
+            for n in compared
+        ]
 
     def ratios(key: str, name: str) -> list[str]:
         if up is None:
@@ -543,12 +635,14 @@ def _class_table(
     classes = sorted(SAT_CLASSES, key=throughput_ratio) if compared else list(SAT_CLASSES)
     columns = [f"{_label(n)} admissions/s" for n in names]
     columns += [f"{_label(n)}/upstream" for n in compared]
+    columns += [f"{_label(n)}/upstream, paired runs (range)" for n in compared]
     columns += [f"{_label(n)} CPU µs/admission" for n in names]
     columns += [f"{_label(n)}/upstream" for n in compared]
     lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in classes:
         cells = [f"{merged[n]['saturation'][name]['rps']:.0f}" for n in names]
         cells += ratios("rps", name)
+        cells += pairs(name)
         cells += [f"{merged[n]['saturation'][name]['cpu_us']:.0f}" for n in names]
         cells += ratios("cpu_us", name)
         shown = f"mix ({'+'.join(MIX)})" if name == "mix" else name
@@ -611,7 +705,8 @@ def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         (
             f"Saturation runs (admissions/s): {runs}; the medians use the quiet runs (other "
-            f"work on the server's core below {QUIET:.0%}) when there are any."
+            f"work on the server's core below {QUIET:.0%}) when there are any. Paired runs: "
+            "the same run of the same round, made seconds apart on the same core."
         ),
         (
             f"Other work on the server's core (worst run counted): saturation {foreign_sat}; "
@@ -729,19 +824,26 @@ def run_rounds(
         f"--tls-key={cluster.webhook_cert.key_path}",
         *FLAGS,
     ]
+    envs = {
+        name: {**env, "PYTHONPATH": name.partition("@")[2]} if "@" in name else env
+        for name in TARGETS
+    }
     for round_ in range(1, ROUNDS + 1):
-        for name in TARGETS:
+        servers = []
+        # Who starts first alternates too: the second server starts beside a running one.
+        for name in TARGETS if round_ % 2 else reversed(TARGETS):
             port, metrics_port = free_port(), free_port()
             ports = [f"--port={port}", f"--metrics-port={metrics_port}"]
             argv = server_argv(name, upstream, [*common, *ports])
-            own = {**env, "PYTHONPATH": name.partition("@")[2]} if "@" in name else env
             log = work / f"{name.replace('/', '_')}.r{round_}.log"
-            server = Server(name, argv, port, metrics_port, log)
-            results[name].append(bench(server, bodies, context, work, own, round_))
+            servers.append(Server(name, argv, port, metrics_port, log))
+        for result in bench_round(servers, bodies, context, work, envs, round_):
+            results[result.name].append(result)
     return results
 
 
 def save(results: dict[str, list[Result]], meta: dict[str, Any], work: Path) -> None:
+    paired(results)
     merged = {name: merge(rs) for name, rs in results.items() if rs}
     text = render(merged, meta)
     print()
