@@ -210,6 +210,15 @@ def core_busy_ticks(cpu: int) -> int:
     return 0
 
 
+def pin_threads(pid: int, cpu: int) -> None:
+    """Every thread of `pid` on `cpu`: sched_setaffinity moves one thread, and a Go process
+    (etcd, kube-apiserver) has started several by the time it serves; the threads it starts
+    later inherit the mask of the thread that starts them."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
 def kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -813,7 +822,7 @@ def run_rounds(
     """Every target, ROUNDS times, each server fresh, against the started cluster."""
     results: dict[str, list[Result]] = {name: [] for name in TARGETS}
     for process in cluster.processes:  # keep the server's core for the server
-        os.sched_setaffinity(process.pid, {LOAD_CPU})
+        pin_threads(process.pid, LOAD_CPU)
     populate(cluster)
     bodies = write_bodies(work)
     context = ssl.create_default_context(cafile=str(cluster.webhook_ca.cert_path))
