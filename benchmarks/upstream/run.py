@@ -202,12 +202,14 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def core_busy_ticks(cpu: int) -> int:
+def core_ticks(cpu: int) -> tuple[int, int]:
+    """The core's busy ticks (all but idle and iowait) and, among them, the hypervisor's
+    steal: time the VM's host gave the core to someone else."""
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{cpu} "):
             values = [int(v) for v in line.split()[1:]]
-            return sum(values) - values[3] - values[4]  # minus idle and iowait
-    return 0
+            return sum(values) - values[3] - values[4], values[7]
+    return 0, 0
 
 
 def pin_threads(pid: int, cpu: int) -> None:
@@ -349,7 +351,7 @@ def check_mix(server: Server, bodies: dict[str, Path], context: ssl.SSLContext) 
 
 def run_wrk(server: Server, bodies: str, seconds: int, work: Path, tag: str) -> dict[str, Any]:
     out = work / f"{tag}.wrk"
-    ticks0, busy0 = cpu_ticks(server.pid), core_busy_ticks(SERVER_CPU)
+    ticks0, (busy0, steal0) = cpu_ticks(server.pid), core_ticks(SERVER_CPU)
     argv = [
         "timeout", str(seconds + 30), "taskset", "-c", str(LOAD_CPU), "wrk", "-t1",
         f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "-s", str(WRK_SCRIPT),
@@ -370,10 +372,11 @@ def run_wrk(server: Server, bodies: str, seconds: int, work: Path, tag: str) -> 
         die(f"{server.name}: wrk saw errors or non-200 answers:\n{text}")
     hz = os.sysconf("SC_CLK_TCK")
     used = cpu_ticks(server.pid) - ticks0
-    busy = core_busy_ticks(SERVER_CPU) - busy0
+    busy, steal = core_ticks(SERVER_CPU)
     result["cpu_s"] = used / hz
     result["server_core_share"] = used / hz / seconds
-    result["foreign_core_share"] = max(0, busy - used) / hz / seconds
+    result["foreign_core_share"] = max(0, busy - busy0 - used) / hz / seconds
+    result["steal_share"] = (steal - steal0) / hz / seconds
     return result
 
 
@@ -388,15 +391,21 @@ def run_rate(
         "--no-check-rate", "--server-pid", str(server.pid),
         *(arg for path in bodies.values() for arg in ("--body", str(path))),
     ]  # fmt: skip
-    ticks0, busy0, started = cpu_ticks(server.pid), core_busy_ticks(SERVER_CPU), time.monotonic()
+    ticks0, (busy0, steal0), started = (
+        cpu_ticks(server.pid),
+        core_ticks(SERVER_CPU),
+        time.monotonic(),
+    )
     done = run_boosted(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     elapsed = time.monotonic() - started
-    foreign = core_busy_ticks(SERVER_CPU) - busy0 - (cpu_ticks(server.pid) - ticks0)
+    busy, steal = core_ticks(SERVER_CPU)
+    foreign = busy - busy0 - (cpu_ticks(server.pid) - ticks0)
     (work / f"{tag}.json").write_bytes(done.stdout)
     if done.returncode != 0:
         die(f"{server.name}: fixed rate {rate}/s failed: {done.stderr.decode()[-500:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     result["foreign_core_share"] = max(0, foreign) / os.sysconf("SC_CLK_TCK") / elapsed
+    result["steal_share"] = (steal - steal0) / os.sysconf("SC_CLK_TCK") / elapsed
     return result
 
 
@@ -411,7 +420,10 @@ def quietest(measure: Callable[[str], dict[str, Any]], tag: str, what: str) -> d
         if share < QUIET:
             break
         if attempt < RETRIES:
-            note(f"{what}: other work took {share:.0%} of the server's core; measuring again")
+            note(
+                f"{what}: other work took {share:.0%} of the server's core (hypervisor steal "
+                f"{attempts[-1]['steal_share']:.0%}); measuring again"
+            )
     best = min(attempts, key=lambda a: float(a["foreign_core_share"]))
     best["attempts"] = len(attempts)
     return best
@@ -464,7 +476,8 @@ def saturate(
         f"{server.name} {name}: saturation {wrk['requests_per_s']:.0f}/s, "
         f"{run['cpu_us']:.0f} us CPU/admission, server core "
         f"{100 * wrk['server_core_share']:.0f}% "
-        f"(other work {100 * wrk['foreign_core_share']:.0f}%)"
+        f"(other work {100 * wrk['foreign_core_share']:.0f}%, hypervisor steal "
+        f"{100 * wrk['steal_share']:.0f}%)"
     )
 
 
@@ -487,7 +500,8 @@ def fixed_rate(
     note(
         f"{server.name} {name}: {rate:g}/s: p50 {lat['p50']} ms, p99 {lat['p99']} "
         f"ms, p99.9 {lat['p99.9']} ms (achieved {fixed['achieved_rate']}/s; other "
-        f"work on the server's core {100 * fixed['foreign_core_share']:.0f}%)"
+        f"work on the server's core {100 * fixed['foreign_core_share']:.0f}%, hypervisor "
+        f"steal {100 * fixed['steal_share']:.0f}%)"
     )
 
 
