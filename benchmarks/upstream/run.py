@@ -123,7 +123,7 @@ NICE = os.environ.get("BENCH_NICE", "")
 MIX = os.environ.get("BENCH_MIX", " ".join(CLASSES)).split()
 SAT_CLASSES = os.environ.get("BENCH_CLASSES", " ".join((*CLASSES, "distinct", "mix"))).split()
 RATE_CLASSES = os.environ.get("BENCH_RATE_CLASSES", "small mix").split()
-RETRIES = int(os.environ.get("BENCH_RETRIES", "2"))
+RETRIES = max(0, int(os.environ.get("BENCH_RETRIES", "2")))
 QUIET = 0.05  # other work on the server's core below which a run counts as quiet
 FLAGS = ("--aws-default-region=us-west-2",)
 READY_TIMEOUT = 60.0
@@ -215,10 +215,14 @@ def core_ticks(cpu: int) -> tuple[int, int]:
 def pin_threads(pid: int, cpu: int) -> None:
     """Every thread of `pid` on `cpu`: sched_setaffinity moves one thread, and a Go process
     (etcd, kube-apiserver) has started several by the time it serves; the threads it starts
-    later inherit the mask of the thread that starts them."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-            os.sched_setaffinity(int(task.name), {cpu})
+    later inherit the mask of the thread that starts them, so passes repeat until one finds
+    no thread it had not pinned (one started meanwhile by a thread not yet pinned)."""
+    pinned: set[int] = set()
+    while fresh := {int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()} - pinned:
+        for tid in fresh:
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setaffinity(tid, {cpu})
+        pinned |= fresh
 
 
 def kib(pid: int, key: str) -> int:
@@ -542,7 +546,10 @@ def bench_round(
             result.rss_peak_kib = kib(server.pid, "VmHWM")
     finally:
         for server in servers:
-            server.stop()
+            try:
+                server.stop()
+            except (OSError, subprocess.SubprocessError) as exc:  # stop the others anyway
+                note(f"{server.name}: could not stop it: {exc}")
     return results
 
 
@@ -587,6 +594,7 @@ def merge(results: list[Result]) -> dict[str, Any]:
             "achieved": _median([e["achieved_rate"] for e in entries]),
             "foreign_share": max(e["foreign_core_share"] for e in entries),
             "quiet_rounds": sum(e["foreign_core_share"] < QUIET for e in measured),
+            "extra_attempts": sum(e.get("attempts", 1) - 1 for e in measured),
             "rounds": len(measured),
         }
     return out
@@ -597,6 +605,8 @@ def paired(results: dict[str, list[Result]]) -> None:
     round and run number): their median, lowest and highest, into each merged entry's
     "paired" key. Pairs with both runs quiet count when there are any."""
     ups = results.get("upstream") or []
+    if not ups:
+        return
     for name, rounds in results.items():
         if name == "upstream" or not rounds:
             continue
@@ -643,7 +653,7 @@ def _class_table(
         if up is None:
             return []
         return [
-            "{median:.2f} ({low:.2f}-{high:.2f})".format(**merged[n]["paired"][name])
+            "{median:.2f} ({low:.2f}-{high:.2f}, {pairs} pairs)".format(**merged[n]["paired"][name])
             for n in compared
         ]
 
@@ -719,7 +729,8 @@ def render(merged: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         + ", ".join(
             f"{k}/s {merged[n]['rates'][k]['foreign_share']:.0%} "
             f"({merged[n]['rates'][k]['quiet_rounds']} of {merged[n]['rates'][k]['rounds']} "
-            "rounds quiet)"
+            f"rounds quiet, {merged[n]['rates'][k]['extra_attempts']} noisy attempts measured "
+            "again)"
             for k in keys
         )
         for n in names
