@@ -551,3 +551,6 @@ def test_the_bootstrap_pair_is_removed_with_the_directory_it_made(tmp_path, monk
     assert [path.name for path in tmp_path.iterdir()] == ["given"]  # not ours to remove
     assert list(given.directory.iterdir()) == []
     made.close()  # twice: nothing left to remove is no error
+    # A rotation that was still running in its thread when the webhook stopped writes nothing.
+    assert made._write_files(b"cert 2", b"key 2") is False
+    assert [path.name for path in tmp_path.iterdir()] == ["given"]

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import ipaddress
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +90,9 @@ class Bootstrap:
         self.validity_days = validity_days
         self.extra_names = extra_names
         self._owns_directory = directory is None
+        self._files = threading.Lock()
+        self._closed = False
+        """close() ran: a rotation still under way in its thread writes no file after it."""
         self.directory = directory or Path(tempfile.mkdtemp(prefix="pod-identity-webhook-"))
         self.cert_path = self.directory / "tls.crt"
         self.key_path = self.directory / "tls.key"
@@ -164,21 +168,25 @@ class Bootstrap:
         return self._write_files(current["tls.crt"], current["tls.key"])
 
     def _write_files(self, cert: bytes, key: bytes) -> bool:
-        if self.cert_path.exists() and self.cert_path.read_bytes() == cert:
-            return False
-        # The key first: the reloader only reads the pair once the certificate changed.
-        write_atomically(self.key_path, key, mode=0o600)
-        write_atomically(self.cert_path, cert, mode=0o600)
-        return True
+        with self._files:
+            if self._closed or (self.cert_path.exists() and self.cert_path.read_bytes() == cert):
+                return False
+            # The key first: the reloader only reads the pair once the certificate changed.
+            write_atomically(self.key_path, key, mode=0o600)
+            write_atomically(self.cert_path, cert, mode=0o600)
+            return True
 
     def close(self) -> None:
         """Remove the pair's files and, when this object made it, their directory: a private
-        key must not outlive the process in a shared /tmp."""
-        for path in (self.key_path, self.cert_path):
-            path.unlink(missing_ok=True)
-        if self._owns_directory:
-            with contextlib.suppress(OSError):  # something else was put there: leave it
-                self.directory.rmdir()
+        key must not outlive the process in a shared /tmp. Waits for a write under way (the
+        rotation runs in a thread that cancelling its loop does not stop)."""
+        with self._files:
+            self._closed = True
+            for path in (self.key_path, self.cert_path):
+                path.unlink(missing_ok=True)
+            if self._owns_directory:
+                with contextlib.suppress(OSError):  # something else was put there: leave it
+                    self.directory.rmdir()
 
     def reconcile_ca_bundle(self) -> bool:
         """Set every webhook's caBundle of the configuration to our CA; True if it patched."""
