@@ -177,28 +177,63 @@ def test_a_non_blocking_log_that_is_full_is_waited_for() -> None:
 
 def test_a_line_the_log_never_takes_is_counted_and_the_next_starts_on_its_own_line() -> None:
     # One page of room, then nobody reads: the first 4 KiB go out, the rest is dropped after
-    # the wait, and the next line does not continue the torn one.
+    # the wait; the next line, the log still full, is dropped at once (one wait, not one per
+    # admission); once the log is read again, a line goes out on its own line.
     lines = _stdout(
         FULL_PIPE
         + textwrap.dedent(
             """
-        telemetry._LineWriter.WAIT_SECONDS = 0.2
+        import time
+        telemetry._LineWriter.WAIT_SECONDS = 0.3
         os.read(r, 4096)
+        started = time.monotonic()
         telemetry.info("admission", {"uid": "u-7", "pad": "q" * 10000})
+        waited = time.monotonic() - started
+        started = time.monotonic()
+        telemetry.info("admission", {"uid": "u-8"})
+        dropped_in = time.monotonic() - started
         lost = telemetry.lines_lost()
         got = bytearray(os.read(r, 1 << 20))
-        telemetry.info("admission", {"uid": "u-8"})
+        telemetry.info("admission", {"uid": "u-9"})
         got += os.read(r, 1 << 20)
         print(got[filled - 4096:].decode(), end="")
-        print(lost)
+        print(lost, waited >= 0.3, dropped_in < 0.1)
         """
         )
     )
-    torn, whole, lost = lines
+    torn, whole, counted = lines
     assert torn.startswith('{"uid":"u-7"')
     assert len(torn) == 4096
-    assert json.loads(whole)["uid"] == "u-8"
-    assert lost == "1"
+    assert json.loads(whole)["uid"] == "u-9"
+    assert counted == "2 True True"
+
+
+def test_a_torn_line_ended_by_the_next_ones_newline_adds_no_blank_line() -> None:
+    # Line 1 goes out in part; of line 2 only the newline that ends line 1 does; line 3
+    # follows directly, without a second newline.
+    lines = _stdout(
+        """
+        import errno, os
+        real = os.write
+        plan = [lambda fd, data: real(fd, bytes(data[:5])), BrokenPipeError(errno.EPIPE, "gone"),
+                lambda fd, data: real(fd, bytes(data[:1])), OSError(errno.ENOSPC, "full")]
+        def planned(fd, data):
+            step = plan.pop(0) if plan and fd == 1 else real  # not stderr's notice
+            if isinstance(step, OSError):
+                raise step
+            return step(fd, data)
+        os.write = planned
+        telemetry.info("admission", {"uid": "u-10"})
+        telemetry.info("admission", {"uid": "u-11"})
+        telemetry.info("admission", {"uid": "u-12"})
+        os.write = real
+        print(telemetry.lines_lost())
+        """
+    )
+    torn, whole, lost = lines  # a blank line would be a fourth
+    assert torn == '{"uid'
+    assert json.loads(whole)["uid"] == "u-12"
+    assert lost == "2"
 
 
 def test_standard_library_records_go_through_the_same_writer() -> None:

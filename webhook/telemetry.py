@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
 import select
@@ -75,7 +76,9 @@ class _LineWriter:
     A log that cannot be written never fails the request that logs: a line the descriptor
     refuses (a reader gone, a disk full) is counted in `lost` and dropped, and the first
     such loss is reported on stderr. A descriptor left non-blocking by whoever shares it is
-    waited on as a blocking one would be, up to WAIT_SECONDS a line."""
+    waited on as a blocking one would be, up to WAIT_SECONDS for a line; once a line has been
+    dropped that way, lines are not waited for again until one goes out whole, so a log that
+    nobody reads costs one wait, not one per admission."""
 
     WAIT_SECONDS = 5.0
 
@@ -83,47 +86,61 @@ class _LineWriter:
         self._fd = fd
         self._stream = stream  # owns the descriptor: closed when collected
         self._lock = threading.Lock()
+        self._writable = select.poll()
+        self._writable.register(fd, select.POLLOUT)
         self._torn = False
         """The last line stopped part-way: the next one starts with a newline."""
+        self._stalled = False
+        """A line was dropped after its wait: no waiting until a line goes out whole."""
         self.lost = 0
 
     def line(self, data: bytes) -> None:
         """Write `data`, which ends with a newline."""
         with self._lock:
-            if self._torn:
+            prefix = 1 if self._torn else 0
+            if prefix:
                 data = b"\n" + data
             try:
                 written = os.write(self._fd, data)
             except BlockingIOError:
                 written = 0
             except OSError as exc:
-                self._lose(exc)
+                self._lose(exc, written=0, prefix=prefix)
                 return
             if written < len(data):  # a signal, or a pipe that took only part of it
-                self._finish(memoryview(data)[written:], started=written > 0)
-            elif self._torn:
-                self._torn = False
+                self._finish(data, written, prefix)
+            elif self._torn or self._stalled:
+                self._torn = self._stalled = False
 
-    def _finish(self, rest: memoryview, *, started: bool) -> None:
+    def _finish(self, data: bytes, written: int, prefix: int) -> None:
+        view = memoryview(data)
         deadline = 0.0
-        while rest:
+        while written < len(data):
             try:
-                rest = rest[os.write(self._fd, rest) :]
-                started = True
-            except BlockingIOError as exc:
-                now = time.monotonic()
-                deadline = deadline or now + self.WAIT_SECONDS
-                if now >= deadline:
-                    self._lose(exc, started=started)
-                    return
-                select.select([], [self._fd], [], deadline - now)
+                step = os.write(self._fd, view[written:])
+            except BlockingIOError:
+                step = 0
             except OSError as exc:
-                self._lose(exc, started=started)
+                self._lose(exc, written=written, prefix=prefix)
                 return
-        self._torn = False
+            if step:
+                written += step
+                continue
+            now = time.monotonic()  # nothing taken: wait for room, as a blocking write does
+            deadline = deadline or now + (0.0 if self._stalled else self.WAIT_SECONDS)
+            if now >= deadline:
+                self._stalled = True
+                full = BlockingIOError(errno.EAGAIN, "the log took nothing for a while")
+                self._lose(full, written=written, prefix=prefix)
+                return
+            self._writable.poll(max(1, int(1000 * (deadline - now))))
+        self._torn = self._stalled = False
 
-    def _lose(self, exc: OSError, *, started: bool = False) -> None:
-        self._torn = self._torn or started
+    def _lose(self, exc: OSError, *, written: int, prefix: int) -> None:
+        if written > prefix:  # part of the line is in the log: the next one starts anew
+            self._torn = True
+        elif written and prefix:  # only the newline that ends the torn line went out
+            self._torn = False
         self.lost += 1
         if self.lost == 1:
             notice = orjson.dumps(
@@ -156,11 +173,9 @@ class _LineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record).encode("utf-8", "backslashreplace") + b"\n"
+            self._writer.line(self.format(record).encode("utf-8", "backslashreplace") + b"\n")
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
-            return
-        self._writer.line(line)
 
 
 class _LineWriterFactory:
