@@ -271,3 +271,20 @@ def test_standard_library_records_go_through_the_same_writer() -> None:
     )
     assert lost == "3"
     assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == ["log_lines_lost"]
+
+
+def test_a_later_configuration_without_a_descriptor_leaves_the_old_writer_behind() -> None:
+    # configure_logs again (a console format, a stream without a descriptor): the earlier
+    # writer's count and descriptor are no longer this process's log.
+    (counts,) = _stdout(
+        """
+        import io
+        telemetry.configure_logs(fmt="json", stream=open("/dev/full", "w"))
+        telemetry.info("admission", {"uid": "u-13"})
+        before = telemetry.lines_lost()
+        telemetry.configure_logs(fmt="console", stream=io.StringIO())
+        telemetry.info("admission", {"uid": "u-14"})
+        print(before, telemetry.lines_lost())
+        """
+    )
+    assert counts == "1 0"

@@ -231,6 +231,8 @@ def _descriptor(out: TextIO) -> int | None:
 
 def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = None) -> None:
     """Call once at start-up. `verbosity` follows klog's -v: 4 and above logs debug lines."""
+    global _direct  # noqa: PLW0603 - one stdout per process
+    _direct = None  # until this call sets up the JSON chain on a descriptor again
     level = logging.DEBUG if verbosity >= 4 else logging.INFO
     out = stream or sys.stdout
     shared: list[Any] = [
@@ -259,7 +261,6 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
             # One admission line per request: orjson straight to bytes costs a fraction of
             # the json module plus print, and a write of our own half of BytesLogger's
             # (measured with benchmarks/).
-            global _direct  # noqa: PLW0603 - one stdout per process
             writer = _LineWriter(fd, out)
             _direct = (_JsonLine(exceptions), writer)
             chain = [_direct[0]]
