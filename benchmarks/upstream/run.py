@@ -321,8 +321,6 @@ class Result:
     """class -> one entry per wrk run: rps, cpu_us, core_share, foreign_share."""
     rates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`<class> <rate>` -> fixed_rate.py's result."""
-    paired: dict[str, dict[str, float]] = field(default_factory=dict)
-    """class -> ratio to upstream of runs made seconds apart: median, low, high, pairs."""
     rss_idle_kib: int = 0
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
@@ -571,7 +569,6 @@ def merge(results: list[Result]) -> dict[str, Any]:
         "rss_peak_mib": _median([r.rss_peak_kib / 1024 for r in results]),
         "saturation": {},
         "rates": {},
-        "paired": results[0].paired if results else {},
     }
     for name in SAT_CLASSES:
         runs = [run for r in results for run in r.saturation.get(name, [])]
@@ -600,15 +597,14 @@ def merge(results: list[Result]) -> dict[str, Any]:
     return out
 
 
-def paired(results: dict[str, list[Result]]) -> None:
-    """Per class and target, the ratios to upstream of runs made seconds apart (the same
-    round and run number): their median, lowest and highest, into each merged entry's
-    "paired" key. Pairs with both runs quiet count when there are any."""
+def paired(results: dict[str, list[Result]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per target other than upstream and per class, the ratios to upstream of runs made
+    seconds apart (the same round and run number): their median, lowest, highest and count.
+    Pairs with both runs quiet count when there are any."""
     ups = results.get("upstream") or []
-    if not ups:
-        return
+    out: dict[str, dict[str, dict[str, float]]] = {}
     for name, rounds in results.items():
-        if name == "upstream" or not rounds:
+        if name == "upstream" or not rounds or not ups:
             continue
         for cls in SAT_CLASSES:
             pairs = [
@@ -620,13 +616,13 @@ def paired(results: dict[str, list[Result]]) -> None:
             ]
             quiet = [pair for pair in pairs if max(run["foreign_share"] for run in pair) < QUIET]
             ratios = sorted(ours["rps"] / theirs["rps"] for ours, theirs in quiet or pairs)
-            for result in rounds:
-                result.paired[cls] = {
-                    "median": _median(ratios),
-                    "low": ratios[0] if ratios else float("nan"),
-                    "high": ratios[-1] if ratios else float("nan"),
-                    "pairs": len(ratios),
-                }
+            out.setdefault(name, {})[cls] = {
+                "median": _median(ratios),
+                "low": ratios[0] if ratios else float("nan"),
+                "high": ratios[-1] if ratios else float("nan"),
+                "pairs": len(ratios),
+            }
+    return out
 
 
 def _ratio(a: float, b: float) -> str:
@@ -877,8 +873,9 @@ def run_rounds(
 
 
 def save(results: dict[str, list[Result]], meta: dict[str, Any], work: Path) -> None:
-    paired(results)
     merged = {name: merge(rs) for name, rs in results.items() if rs}
+    for name, ratios in paired(results).items():
+        merged[name]["paired"] = ratios
     text = render(merged, meta)
     print()
     print(text)
