@@ -288,3 +288,45 @@ def test_a_later_configuration_without_a_descriptor_leaves_the_old_writer_behind
         """
     )
     assert counts == "1 0"
+
+
+@pytest.mark.parametrize(
+    ("server", "metrics"),
+    [
+        ("webhook", "webhook.server.metrics:Metrics"),
+        ("broker", "webhook.broker.server:BrokerMetrics"),
+        ("agent", "webhook.agent.server:AgentMetrics"),
+    ],
+)
+def test_each_server_exports_the_lines_lost_under_its_own_name(server: str, metrics: str) -> None:
+    # Read at scrape time from the writer configure_logs set up; stderr names the same series,
+    # and no other server's name is exported.
+    module, _, name = metrics.partition(":")
+    others = [other for other in ("webhook", "broker", "agent") if other != server]
+    script = f"""
+        import structlog
+        from prometheus_client import CollectorRegistry
+        from webhook import telemetry
+        from {module} import {name}
+        telemetry.configure_logs(fmt="json", stream=open("/dev/full", "w"), server="{server}")
+        registry = CollectorRegistry()
+        {name}(registry)
+        def lost(server):
+            return registry.get_sample_value(f"pod_identity_{{server}}_log_lines_lost_total")
+        print(lost("{server}"))
+        telemetry.info("admission", {{"uid": "u-15"}})
+        structlog.get_logger("webhook").warning("other")
+        print(lost("{server}"), *map(lost, {others!r}))
+        """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["0", "2 None None"]
+    (notice,) = [json.loads(line) for line in done.stderr.splitlines()]
+    assert notice["event"] == "log_lines_lost"
+    assert notice["detail"].endswith(f"counted in pod_identity_{server}_log_lines_lost_total")

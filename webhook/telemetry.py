@@ -17,13 +17,34 @@ import select
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from collections.abc import Iterator
+from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["configure_logs", "info", "lines_lost", "production_registry"]
+__all__ = [
+    "LINES_LOST_SERIES",
+    "LinesLostCollector",
+    "Server",
+    "configure_logs",
+    "info",
+    "lines_lost",
+    "production_registry",
+]
+
+Server = Literal["webhook", "broker", "agent"]
+"""The processes that log through this module."""
+
+LINES_LOST_SERIES: dict[Server, str] = {
+    "webhook": "pod_identity_webhook_log_lines_lost",
+    "broker": "pod_identity_broker_log_lines_lost",
+    "agent": "pod_identity_agent_log_lines_lost",
+}
+"""Each process's counter of lost lines, without the `_total` the exposition adds."""
 
 
 class _JsonLine:
@@ -82,8 +103,9 @@ class _LineWriter:
 
     WAIT_SECONDS = 5.0
 
-    def __init__(self, fd: int, stream: TextIO) -> None:
+    def __init__(self, fd: int, stream: TextIO, series: str) -> None:
         self._fd = fd
+        self._series = series  # named in the stderr notice
         self._stream = stream  # owns the descriptor: closed when collected
         self._lock = threading.Lock()
         self._writable = select.poll()
@@ -148,8 +170,7 @@ class _LineWriter:
                     "event": "log_lines_lost",
                     "level": "error",
                     "error": f"{exc.__class__.__name__}: {exc.strerror or exc}",
-                    "detail": "lines the log refuses are dropped and counted in "
-                    "pod_identity_webhook_log_lines_lost_total",
+                    "detail": f"lines the log refuses are dropped and counted in {self._series}",
                 },
                 option=orjson.OPT_APPEND_NEWLINE,
             )
@@ -197,6 +218,23 @@ def lines_lost() -> int:
     return _direct[1].lost if _direct is not None else 0
 
 
+class LinesLostCollector(Collector):
+    """`lines_lost()` as a counter read at scrape time, under `server`'s own name. The
+    webhook's lines are the record of its admissions, the broker's of the credentials it
+    issued: their loss must be visible where the alerts look."""
+
+    def __init__(self, server: Server) -> None:
+        self._name = LINES_LOST_SERIES[server]
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            self._name,
+            "Log lines dropped because the log (stdout) refused them: a reader gone, a disk "
+            "full. The requests they describe were answered.",
+            value=lines_lost(),
+        )
+
+
 def info(event: str, fields: dict[str, Any]) -> None:
     """`structlog.get_logger().info(event, **fields)`, for the line logged on every request.
 
@@ -229,8 +267,15 @@ def _descriptor(out: TextIO) -> int | None:
     return fd if isinstance(fd, int) else None
 
 
-def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | None = None) -> None:
-    """Call once at start-up. `verbosity` follows klog's -v: 4 and above logs debug lines."""
+def configure_logs(
+    *,
+    fmt: str = "json",
+    verbosity: int = 0,
+    stream: TextIO | None = None,
+    server: Server = "webhook",
+) -> None:
+    """Call once at start-up. `verbosity` follows klog's -v: 4 and above logs debug lines;
+    `server` names the counter of lost lines that stderr points to."""
     global _direct  # noqa: PLW0603 - one stdout per process
     _direct = None  # until this call sets up the JSON chain on a descriptor again
     level = logging.DEBUG if verbosity >= 4 else logging.INFO
@@ -261,7 +306,7 @@ def configure_logs(*, fmt: str = "json", verbosity: int = 0, stream: TextIO | No
             # One admission line per request: orjson straight to bytes costs a fraction of
             # the json module plus print, and a write of our own half of BytesLogger's
             # (measured with benchmarks/).
-            writer = _LineWriter(fd, out)
+            writer = _LineWriter(fd, out, f"{LINES_LOST_SERIES[server]}_total")
             _direct = (_JsonLine(exceptions), writer)
             chain = [_direct[0]]
             factory = _LineWriterFactory(writer)

@@ -52,7 +52,7 @@ from webhook.podidentity.wire import (
     parse_assume_response,
     sdk_credentials,
 )
-from webhook.telemetry import production_registry
+from webhook.telemetry import LinesLostCollector, production_registry
 
 __all__ = ["Agent", "AgentMetrics", "BrokerClient", "make_agent_app", "serve_agent"]
 
@@ -76,6 +76,7 @@ HTTP_STATUS = {
 class AgentMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        registry.register(LinesLostCollector("agent"))
         self.requests = Counter(
             "pod_identity_agent_requests",
             "/v1/credentials answers by outcome: success, host_refused, or the EKS Auth error.",

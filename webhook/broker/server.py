@@ -52,7 +52,7 @@ from webhook.podidentity.associations import AssociationIndex
 from webhook.podidentity.session import cluster_arn
 from webhook.podidentity.wire import error_body, parse_assume_request
 from webhook.sources.files import PolledFile
-from webhook.telemetry import production_registry
+from webhook.telemetry import LinesLostCollector, production_registry
 
 __all__ = ["BrokerMetrics", "BrokerState", "make_broker_app", "serve_broker"]
 
@@ -67,6 +67,7 @@ ROUTE = "/clusters/{clusterName}/assume-role-for-pod-identity"
 class BrokerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        registry.register(LinesLostCollector("broker"))
         self.requests = Counter(
             "pod_identity_broker_requests",
             "AssumeRoleForPodIdentity answers by outcome: success or the EKS Auth error type.",

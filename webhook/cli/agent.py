@@ -34,5 +34,7 @@ def agent_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> int
     if wants_help:
         print(AGENT_USAGE + usage(AGENT_FLAGS), file=stdout)
         return 0
-    telemetry.configure_logs(fmt=config.log_format, verbosity=config.verbosity, stream=stdout)
+    telemetry.configure_logs(
+        fmt=config.log_format, verbosity=config.verbosity, stream=stdout, server="agent"
+    )
     return run_server("agent", serve_agent(config), stderr=stderr)

@@ -34,5 +34,7 @@ def broker_command(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO) -> in
     if wants_help:
         print(BROKER_USAGE + usage(BROKER_FLAGS), file=stdout)
         return 0
-    telemetry.configure_logs(fmt=config.log_format, verbosity=config.verbosity, stream=stdout)
+    telemetry.configure_logs(
+        fmt=config.log_format, verbosity=config.verbosity, stream=stdout, server="broker"
+    )
     return run_server("broker", serve_broker(config), stderr=stderr)

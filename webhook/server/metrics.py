@@ -321,19 +321,6 @@ class _CaBundleCollector(Collector):
         yield family
 
 
-class _LogCollector(Collector):
-    """Log lines dropped because stdout refused them (telemetry._LineWriter): the admission
-    lines are the audit trail, so their loss must be visible where the alerts look."""
-
-    def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(
-            "pod_identity_webhook_log_lines_lost",
-            "Log lines dropped because the log (stdout) refused them: a reader gone, a disk "
-            "full. The admissions they describe were answered.",
-            value=telemetry.lines_lost(),
-        )
-
-
 class Metrics:
     """Every series the webhook exports."""
 
@@ -383,7 +370,7 @@ class Metrics:
         )
         self._ca_bundle = _CaBundleCollector()
         registry.register(self._ca_bundle)
-        registry.register(_LogCollector())
+        registry.register(telemetry.LinesLostCollector("webhook"))
         self.source_reloads = Counter(
             "pod_identity_webhook_source_reloads",
             "Reloads of file and ConfigMap sources by source and result.",
