@@ -1,7 +1,7 @@
 """The broker and the node agent as real processes (`python -m webhook broker|agent`) whose
 stdout refuses every line: they keep answering, and /metrics counts what their log lost.
 
-The broker's edges are loopback servers of the test process: moto's STS, and a stand-in for
+The broker's edges are on loopback: moto's STS server, and a stand-in in the test process for
 the few Kubernetes API calls the broker makes (the association list and watch, TokenReview,
 the Pod, the status write), which reviews every token as the same Pod's. tests/e2e runs the
 same processes against a real API server."""
@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from tests.e2e.processes import child_environment, wait_until
+from tests.e2e.processes import Process, child_environment, wait_until
 from tests.http.helpers import metric_value
 from tests.podidentity.fakes import jwt
 from tests.support.http import LoopbackServer, QuietHandler
@@ -131,14 +130,22 @@ class Edges:
 
 
 @pytest.fixture(scope="module")
-def edges() -> Iterator[Edges]:
-    sts = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    sts.start()
-    _KubeApi.closing.clear()
+def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edges]:
+    # moto in a process of its own: imported here, it would hook every botocore client.
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    log = tmp_path_factory.mktemp("sts") / "moto.log"
+    sts = Process("moto-sts", argv, log, env=child_environment())
     try:
+        wait_until(
+            lambda: _request("GET", port, "/moto-api/")[0] == 200,
+            timeout=30,
+            what="moto's server",
+            alive=lambda: None if sts.running else sts.describe(),
+        )
+        _KubeApi.closing.clear()
         with LoopbackServer(_KubeApi, name="kube-api") as kube:
-            host, port = sts.get_host_and_port()
-            yield Edges(kube.origin, f"http://{host}:{port}")
+            yield Edges(kube.origin, f"http://127.0.0.1:{port}")
             _KubeApi.closing.set()
     finally:
         sts.stop()
