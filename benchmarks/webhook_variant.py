@@ -10,6 +10,9 @@ VARIANTS is a '+'-separated list (or 'none'):
   nometrics  no Prometheus or upstream series on the /mutate path
   gcfreeze   gc.collect() + gc.freeze() once everything is imported, so the collector's older
              generations stop rescanning the start-up objects (aiohttp, kubernetes, ...)
+  gcstats    the cyclic garbage collector's collections and CPU time per generation, printed
+             to stderr at exit
+  norelease  never hand back the TLS read buffers' pages (webhook/server/tlsbuffers.py)
   lowlevel   the TLS port on aiohttp's low-level `web.Server` (no Application, router or
              middleware chain): one handler routes /mutate, /healthz and /readyz by hand and
              calls the webhook's own `instrument` and handlers (no client-name check)
@@ -52,6 +55,41 @@ def _nometrics() -> None:
             pass
 
     webhook.server.lifecycle.Metrics = QuietMetrics  # type: ignore[attr-defined]
+
+
+def _norelease() -> None:
+    import webhook.server.tlsbuffers
+
+    webhook.server.tlsbuffers._native = None  # noqa: SLF001 - what it does where ctypes fails
+
+
+def _gcstats() -> None:
+    import atexit
+    import gc
+    import time
+
+    spent = [0.0, 0.0, 0.0]
+    runs = [0, 0, 0]
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.process_time()
+        else:
+            spent[info["generation"]] += time.process_time() - started[0]
+            runs[info["generation"]] += 1
+
+    def report() -> None:
+        for generation in range(3):
+            print(
+                f"gc generation {generation}: {runs[generation]} collections, "
+                f"{spent[generation] * 1e3:.1f} ms of CPU",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    gc.callbacks.append(timed)
+    atexit.register(report)
 
 
 def _gcfreeze() -> None:
@@ -215,6 +253,8 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "nolog": _nolog,
     "nometrics": _nometrics,
     "gcfreeze": _gcfreeze,
+    "norelease": _norelease,
+    "gcstats": _gcstats,
 }
 
 
