@@ -7,6 +7,7 @@
 #   PY_SPY=... BENCH_TARGET=variant:nolog benchmarks/profile.sh           # a variant
 #   PY_SPY=... BENCH_TARGET=bare-fast benchmarks/profile.sh               # the bare handler (uvloop, orjson)
 #   PY_SPY=... PROFILE_NONBLOCKING=1 benchmarks/profile.sh                # sample without stopping the server
+#   PROFILE_PERF=1 benchmarks/profile.sh     # perf instead of py-spy: CPU by library, kernel included
 #
 # Server on CPU $BENCH_SERVER_CPU [0], wrk and py-spy on $BENCH_LOAD_CPU [1]; py-spy samples at
 # $PROFILE_RATE [250] Hz for $PROFILE_SECONDS [10] s while wrk runs 4 s longer. Prints the
@@ -32,8 +33,13 @@ RATE=${PROFILE_RATE:-250}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 
 die() { echo "profile.sh: $*" >&2; exit 1; }
-[[ -n $PY_SPY && -x $PY_SPY ]] || die "py-spy not found; install it into a throwaway venv:
+PERF=${PROFILE_PERF:-0}
+if [[ $PERF == 1 ]]; then
+    command -v perf >/dev/null || die "perf is missing; install it with: apt-get install -y linux-perf"
+else
+    [[ -n $PY_SPY && -x $PY_SPY ]] || die "py-spy not found; install it into a throwaway venv:
   python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy && export PY_SPY=/tmp/pyspy/bin/py-spy"
+fi
 command -v wrk >/dev/null || die "wrk is missing; install it with: apt-get install -y wrk"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/webhook-profile.XXXXXX")
@@ -107,13 +113,31 @@ BENCH_BODY="$WORK/review.json" timeout $((SECONDS_ + 40)) taskset -c "$LOAD_CPU"
     >"$WORK/wrk.out" &
 WRK_PID=$!
 sleep 2
-NONBLOCKING=()
-if [[ ${PROFILE_NONBLOCKING:-0} == 1 ]]; then NONBLOCKING=(--nonblocking); fi
-timeout $((SECONDS_ + 30)) taskset -c "$LOAD_CPU" "$PY_SPY" record --pid "$SERVER_PID" \
-    --duration "$SECONDS_" --rate "$RATE" --format raw --output "$OUT" "${NONBLOCKING[@]}" >"$WORK/py-spy.log" 2>&1 ||
-    { cat "$WORK/py-spy.log" >&2; die "py-spy failed (it needs ptrace: root, or CAP_SYS_PTRACE)"; }
+if [[ $PERF == 1 ]]; then
+    # Native frames only (Python 3.11 has no perf trampolines): libraries and kernel paths.
+    timeout $((SECONDS_ + 30)) taskset -c "$LOAD_CPU" perf record -F "$RATE" -g -p "$SERVER_PID" \
+        -o "$WORK/perf.data" -- sleep "$SECONDS_" >"$WORK/perf.log" 2>&1 ||
+        { cat "$WORK/perf.log" >&2; die "perf record failed"; }
+else
+    NONBLOCKING=()
+    if [[ ${PROFILE_NONBLOCKING:-0} == 1 ]]; then NONBLOCKING=(--nonblocking); fi
+    timeout $((SECONDS_ + 30)) taskset -c "$LOAD_CPU" "$PY_SPY" record --pid "$SERVER_PID" \
+        --duration "$SECONDS_" --rate "$RATE" --format raw --output "$OUT" "${NONBLOCKING[@]}" >"$WORK/py-spy.log" 2>&1 ||
+        { cat "$WORK/py-spy.log" >&2; die "py-spy failed (it needs ptrace: root, or CAP_SYS_PTRACE)"; }
+fi
 wait "$WRK_PID"
 grep -qE '^non-200 responses: 0$' "$WORK/wrk.out" || { cat "$WORK/wrk.out" >&2; die "non-200 responses"; }
+
+if [[ $PERF == 1 ]]; then
+    echo "# perf profile of '$TARGET' under wrk ($CONNECTIONS connections), $SECONDS_ s at $RATE Hz"
+    echo "# wrk while profiled: $(grep -E '^Requests/sec' "$WORK/wrk.out" | tr -s ' ')"
+    perf report -i "$WORK/perf.data" --no-children -g none --sort dso --stdio 2>/dev/null |
+        grep -vE '^(#|$)' | head -"${PROFILE_TOP:-25}"
+    echo "# by kernel path, callers included:"
+    perf report -i "$WORK/perf.data" --children -g none --sort sym --stdio 2>/dev/null |
+        grep -E '\[k\]' | head -"${PROFILE_TOP:-25}"
+    exit 0
+fi
 
 echo "# py-spy profile of '$TARGET' under wrk ($CONNECTIONS connections), $SECONDS_ s at $RATE Hz"
 echo "# wrk while profiled: $(grep -E '^Requests/sec' "$WORK/wrk.out" | tr -s ' ')"
