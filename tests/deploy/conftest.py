@@ -8,7 +8,6 @@ with its binaries.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.deploy.rendering import Obj, Renderer, Variant
 from tests.deploy.tools import Crds, Tools, find_monitoring_crds, find_tools
 from tests.e2e.cluster import find_binaries
 from tests.e2e.conftest import BINARIES, cluster
+from tests.support.logs import log_directory
 from tests.support.tiers import REQUIRE_DEPLOY_TOOLS, unavailable
 
 #: The e2e tier's session fixture (kube-apiserver and etcd), for test_against_apiserver.py.
@@ -48,9 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _log_path(config: pytest.Config, name: str) -> Path:
-    cache = getattr(config, "cache", None)
-    directory = cache.mkdir("deploy") if cache is not None else Path(tempfile.mkdtemp())
-    return Path(directory) / name
+    return log_directory(config, "deploy") / name
 
 
 def _needs_tools(item: pytest.Item) -> bool:

@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import subprocess
-import tempfile
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from tests.e2e.cluster import (
     find_binaries,
 )
 from tests.e2e.processes import child_environment, wait_until
+from tests.support.logs import log_directory
 from tests.support.ports import free_port
 from tests.support.reviews import make_pod, make_review, patch_or_none
 from tests.support.tiers import REQUIRE_E2E, executable, run_script, unavailable
@@ -77,13 +77,7 @@ def _in_tier(item: pytest.Item) -> bool:
 
 
 def _build_log(config: pytest.Config) -> Path:
-    cache = getattr(config, "cache", None)
-    directory = (
-        cache.mkdir("differential")
-        if cache is not None
-        else Path(tempfile.mkdtemp(prefix="differential-"))
-    )
-    return Path(directory)
+    return log_directory(config, "differential")
 
 
 def find_upstream(build_log: Path) -> tuple[Path, str] | str:

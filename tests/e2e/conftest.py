@@ -7,7 +7,6 @@ unless POD_IDENTITY_WEBHOOK_REQUIRE_E2E=1 (CI), which makes it fail instead.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.e2e.cluster import (
 )
 from tests.e2e.podidentity import pod_identity  # noqa: F401 - the Pod Identity tier's fixture
 from tests.e2e.processes import child_environment
+from tests.support.logs import log_directory
 from tests.support.tiers import REQUIRE_E2E, unavailable
 
 BINARIES = pytest.StashKey[Binaries | str]()
@@ -54,9 +54,7 @@ WEBHOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def _build_log(config: pytest.Config) -> Path:
-    cache = getattr(config, "cache", None)
-    directory = cache.mkdir("e2e") if cache is not None else Path(tempfile.mkdtemp(prefix="e2e-"))
-    return Path(directory) / "build.log"
+    return log_directory(config, "e2e") / "build.log"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -3,12 +3,12 @@ built once per session before the tests run, outside any test's timeout."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.monitoring.tools import Promtool, find_promtool
+from tests.support.logs import log_directory
 from tests.support.tiers import REQUIRE_PROMTOOL, unavailable
 
 HERE = Path(__file__).resolve().parent
@@ -18,9 +18,8 @@ FIXTURES = {"promtool", "selectors"}
 
 def _find(config: pytest.Config) -> Promtool:
     if PROMTOOL not in config.stash:
-        cache = getattr(config, "cache", None)
-        directory = cache.mkdir("monitoring") if cache is not None else Path(tempfile.mkdtemp())
-        config.stash[PROMTOOL] = find_promtool(Path(directory) / "promtool-build.log")
+        directory = log_directory(config, "monitoring")
+        config.stash[PROMTOOL] = find_promtool(directory / "promtool-build.log")
     return config.stash[PROMTOOL]
 
 

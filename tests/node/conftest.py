@@ -16,7 +16,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from tests.node.deployment import Deployed, deploy_webhook
 from tests.node.machine import sweep
 from tests.node.node import Binaries, Node
 from tests.node.sts import StsEndpoint
+from tests.support.logs import log_directory
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -66,8 +66,7 @@ def _cache_root() -> Path:
 
 
 def _log_dir(config: pytest.Config) -> Path:
-    cache = getattr(config, "cache", None)
-    return Path(cache.mkdir("node")) if cache is not None else Path(tempfile.mkdtemp())
+    return log_directory(config, "node")
 
 
 def _last_line(path: Path) -> str:

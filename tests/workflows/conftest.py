@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.logs import log_directory
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE_ENV = "POD_IDENTITY_WEBHOOK_REQUIRE_ACTIONLINT"
@@ -59,8 +60,7 @@ def _find(name: str, log: Path) -> Path | str:
 
 def _linters(config: pytest.Config) -> Linters:
     if FOUND not in config.stash:
-        cache = getattr(config, "cache", None)
-        directory = Path(cache.mkdir("workflows") if cache is not None else tempfile.mkdtemp())
+        directory = log_directory(config, "workflows")
         found = Linters()
         for name in SCRIPTS:
             result = _find(name, directory / f"{name}-build.log")
