@@ -26,15 +26,16 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring.sources import DASHBOARD, alerts
 from tests.monitoring.tools import (
     REPO,
+    Exposition,
     Matcher,
     Parsed,
     PromQLError,
     Selector,
+    exposition,
     parse_expressions,
 )
 from tests.support.ports import free_port
@@ -99,44 +100,6 @@ BROKEN_RULE = """\
 def broken(request):
     raise RuntimeError("this rule always fails")
 """
-
-
-@dataclasses.dataclass
-class Exposition:
-    """What one scrape of /metrics offers to PromQL."""
-
-    names: set[str]
-    """Series names a query can select: every sample's, and those its TYPE lines imply."""
-    labels: dict[str, set[str]]
-    """Label names seen on each series name's samples."""
-    values: dict[tuple[str, str], set[str]]
-    """Label values seen on samples above 0, by (series name, label): counters start at 0 for
-    their known label values, so only a positive one shows that the drive reached it."""
-
-
-_SUFFIXES = {
-    "counter": ("",),
-    "gauge": ("",),
-    "untyped": ("",),
-    "histogram": ("_bucket", "_sum", "_count"),
-    "summary": ("", "_sum", "_count"),
-}
-
-
-def exposition(text: str) -> Exposition:
-    names: set[str] = set()
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
-        names.update(name + suffix for suffix in _SUFFIXES.get(kind, ("",)))
-    labels: dict[str, set[str]] = {}
-    values: dict[tuple[str, str], set[str]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            names.add(sample.name)
-            labels.setdefault(sample.name, set()).update(sample.labels)
-            for label, value in sample.labels.items():
-                if sample.value > 0:
-                    values.setdefault((sample.name, label), set()).add(value)
-    return Exposition(names, labels, values)
 
 
 # --- the webhook process --------------------------------------------------------------------

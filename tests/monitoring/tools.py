@@ -9,10 +9,13 @@ POD_IDENTITY_WEBHOOK_REQUIRE_PROMTOOL=1 (CI), which makes them fail.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.tiers import executable, run_script
 
@@ -106,3 +109,41 @@ def parse_expressions(selectors: Path, expressions: list[str]) -> list[Parsed]:
     if errors:
         raise PromQLError("\n".join(errors))
     return parsed
+
+
+@dataclass
+class Exposition:
+    """What one scrape of /metrics offers to PromQL."""
+
+    names: set[str]
+    """Series names a query can select: every sample's, and those its TYPE lines imply."""
+    labels: dict[str, set[str]]
+    """Label names seen on each series name's samples."""
+    values: dict[tuple[str, str], set[str]]
+    """Label values seen on samples above 0, by (series name, label): counters start at 0 for
+    their known label values, so only a positive one shows that the drive reached it."""
+
+
+_SUFFIXES = {
+    "counter": ("",),
+    "gauge": ("",),
+    "untyped": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+}
+
+
+def exposition(text: str) -> Exposition:
+    names: set[str] = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
+        names.update(name + suffix for suffix in _SUFFIXES.get(kind, ("",)))
+    labels: dict[str, set[str]] = {}
+    values: dict[tuple[str, str], set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            names.add(sample.name)
+            labels.setdefault(sample.name, set()).update(sample.labels)
+            for label, value in sample.labels.items():
+                if sample.value > 0:
+                    values.setdefault((sample.name, label), set()).add(value)
+    return Exposition(names, labels, values)
