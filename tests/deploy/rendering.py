@@ -130,6 +130,52 @@ HELM_VARIANTS = (
 )
 VARIANTS = KUSTOMIZE_VARIANTS + HELM_VARIANTS
 MONITORED_VARIANTS = tuple(v for v in VARIANTS if v.monitor)
+#: EKS Pod Identity with the webhook's and the broker's and agent's monitoring. Not in VARIANTS:
+#: the broker is a second Deployment and its rules a second PrometheusRule, which the checks of
+#: every variant do not expect; test_pod_identity_monitoring.py and the dry runs cover them.
+POD_IDENTITY_MONITORED_VARIANTS = (
+    Variant(
+        "kustomize/pod-identity+monitoring",
+        "kustomize",
+        "pod-identity",
+        manages_namespace=True,
+        components=("monitoring", "pod-monitor", "pod-identity-monitoring"),
+        monitor="PodMonitor",
+    ),
+    Variant(
+        "helm/pod-identity+monitoring",
+        "helm",
+        "pod-identity+monitoring",
+        monitor="PodMonitor",
+    ),
+)
+
+
+#: The values of each chart preset but self-signed (which needs certificates made first).
+HELM_PRESETS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "config-map": ("config.watchConfigMap=true",),
+    "upstream-compatible": ("upstreamCompatible=true",),
+    "monitoring": (
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.dashboard.enabled=true",
+        "networkPolicy.enabled=true",
+    ),
+    "upstream-compatible+pod-monitor": (
+        "upstreamCompatible=true",
+        "metrics.podMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.dashboard.enabled=true",
+        "networkPolicy.enabled=true",
+    ),
+    "pod-identity+monitoring": (
+        "podIdentity.enabled=true",
+        "podIdentity.clusterName=prod",
+        "metrics.podMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ),
+}
 
 
 def parse(text: str) -> list[Obj]:
@@ -198,8 +244,6 @@ class Renderer:
         return out
 
     def helm_args(self, preset: str) -> list[str]:
-        if preset == "default":
-            return []
         if preset == "self-signed":
             certs = self.helm_certs()
             return [
@@ -212,35 +256,7 @@ class Renderer:
                 "--set-file",
                 f"certificates.tlsKey={certs / 'tls.key'}",
             ]
-        if preset == "config-map":
-            return ["--set", "config.watchConfigMap=true"]
-        if preset == "upstream-compatible":
-            return ["--set", "upstreamCompatible=true"]
-        if preset == "monitoring":
-            return [
-                "--set",
-                "metrics.serviceMonitor.enabled=true",
-                "--set",
-                "metrics.prometheusRule.enabled=true",
-                "--set",
-                "metrics.dashboard.enabled=true",
-                "--set",
-                "networkPolicy.enabled=true",
-            ]
-        if preset == "upstream-compatible+pod-monitor":
-            return [
-                "--set",
-                "upstreamCompatible=true",
-                "--set",
-                "metrics.podMonitor.enabled=true",
-                "--set",
-                "metrics.prometheusRule.enabled=true",
-                "--set",
-                "metrics.dashboard.enabled=true",
-                "--set",
-                "networkPolicy.enabled=true",
-            ]
-        raise ValueError(preset)
+        return [arg for value in HELM_PRESETS[preset] for arg in ("--set", value)]
 
     def with_components(self, variant: Variant) -> Path:
         """A kustomization in the manifests copy: the variant's overlay plus its components

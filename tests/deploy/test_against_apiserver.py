@@ -31,6 +31,7 @@ from tests.deploy.rendering import (
     CERT_MANAGER_GROUP,
     MANIFESTS,
     NAME,
+    POD_IDENTITY_MONITORED_VARIANTS,
     VARIANTS,
     Obj,
     Renderer,
@@ -126,6 +127,34 @@ def test_every_object_passes_server_side_validation(
         assert set(not_served) == {"Issuer", "Certificate"}
     else:
         assert not_served == []
+
+
+@pytest.mark.parametrize(
+    "variant",
+    POD_IDENTITY_MONITORED_VARIANTS,
+    ids=[v.name for v in POD_IDENTITY_MONITORED_VARIANTS],
+)
+def test_pod_identity_monitoring_objects_pass_server_side_validation(
+    variant: Variant, render: Render, cluster: Cluster, monitoring_kinds: set[str]
+) -> None:
+    """The broker's and the agent's PodMonitors and rules against the operator's CRDs (the rest
+    of those renderings, the CRD of associations among them, is not for a shared API server)."""
+    namespace = cluster.namespace(f"deploy-dry-run-{variant.name}", webhook=None)
+    objects = [o for o in render(variant) if o["kind"] in monitoring_kinds]
+    checked = []
+    for obj in _isolated(objects, namespace.name, "dry-run-" + namespace.name[-6:]):
+        status, body, warnings = _dry_run_create(cluster, obj)
+        assert status == 201, f"{obj['kind']} {obj['metadata']['name']}: {body}"
+        assert warnings == [], f"{obj['kind']}: {warnings}"
+        checked.append((obj["kind"], obj["metadata"]["name"]))
+    # The webhook's PodMonitor and rules, and the broker's and the agent's.
+    assert sorted(kind for kind, _ in checked) == [
+        "PodMonitor",
+        "PodMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "PrometheusRule",
+    ]
 
 
 def test_dry_run_refuses_invalid_and_unknown_fields(cluster: Cluster) -> None:

@@ -104,6 +104,12 @@ def test_the_whole_file_passes_as_operators_would_run_it(
         ("PodIdentityWebhookPolicyDenialsSpiking", "< 3 *", "< 0 *"),
         # exported_namespace ignored: the Pods' namespace is lost under a ServiceMonitor.
         ("PodIdentityWebhookPodsWithoutCredentials", '"exported_namespace"', '"nothing"'),
+        # Client refusals counted as failures: a broker doing its job would page.
+        ("PodIdentityBrokerErrors", "|ThrottlingException", "|ThrottlingException|Access.*"),
+        # No first-scrape term: a broker losing lines from start-up goes unnoticed.
+        ("PodIdentityBrokerLogLinesLost", " or (", " and ("),
+        # Not per node: the one node cut off from the broker is hidden by the others.
+        ("PodIdentityAgentBrokerUnreachable", "sum by (node)", "sum"),
     ],
 )
 def test_promtool_fails_when_a_rule_is_wrong(
