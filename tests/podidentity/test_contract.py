@@ -220,6 +220,23 @@ async def test_broker_metrics_count_outcomes(broker: Served) -> None:
     assert metrics.credentials.labels("cache")._value.get() == 1
 
 
+async def test_an_oversized_body_is_the_callers_error(broker: Served) -> None:
+    token = broker.kube.add_pod("team-a", "web", "uid-1")
+
+    def pad(request: Any) -> None:
+        request.body = b'{"token": "' + b"x" * 70_000 + b'"}'
+        request.headers["Content-Length"] = str(len(request.body))
+
+    with pytest.raises(ClientError) as raised:
+        await call(broker, token, mangle=pad)
+    error = raised.value.response
+    assert error["Error"]["Code"] == "InvalidRequestException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    metrics = broker.state.metrics
+    assert metrics.requests.labels("InvalidRequestException")._value.get() == 1
+    assert metrics.requests.labels("InternalServerException")._value.get() == 0
+
+
 # --- the agent, through botocore's container provider -------------------------------------
 
 

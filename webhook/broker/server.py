@@ -46,6 +46,7 @@ from webhook.errors import (
     ConfigError,
     EksAuthError,
     InternalServerException,
+    InvalidRequestException,
     ServiceUnavailableException,
 )
 from webhook.podidentity.associations import AssociationIndex
@@ -193,8 +194,10 @@ async def assume(request: web.Request) -> web.Response:
         log.info("assume_refused", error=exc.code, message=exc.message)
         return _error(exc)
     except web.HTTPRequestEntityTooLarge:
+        # The caller's fault, as the metric has always said: a 400, not a 500 that the
+        # broker's error alert would count and an SDK would retry.
         state.metrics.requests.labels("InvalidRequestException").inc()
-        return _error(InternalServerException("the body is too large"))
+        return _error(InvalidRequestException(f"the body is larger than {MAX_BODY} bytes"))
     finally:
         state.metrics.duration.observe(time.perf_counter() - started)
     state.metrics.requests.labels("success").inc()
