@@ -306,6 +306,12 @@ def one(objects: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
     return found[0]
 
 
+def rules_spec(path: Path) -> Obj:
+    """The spec of the one PrometheusRule in a component's rules file."""
+    spec: Obj = one(parse(path.read_text(encoding="utf-8")), "PrometheusRule")["spec"]
+    return spec
+
+
 def container(deployment: Obj) -> Obj:
     (first,) = deployment["spec"]["template"]["spec"]["containers"]
     result: Obj = first

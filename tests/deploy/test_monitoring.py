@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.deploy.rendering import (
     CHART,
@@ -24,6 +23,7 @@ from tests.deploy.rendering import (
     of_kind,
     one,
     port_number,
+    rules_spec,
     selects,
 )
 from webhook.config import config_from_argv
@@ -36,11 +36,6 @@ JOB = {"action": "replace", "targetLabel": "job", "replacement": NAME}
 monitored = pytest.mark.parametrize(
     "variant", MONITORED_VARIANTS, ids=[v.name for v in MONITORED_VARIANTS]
 )
-
-
-def _source_rules() -> Obj:
-    loaded: Obj = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return loaded
 
 
 def _pod_labels(objects: list[Obj]) -> dict[str, str]:
@@ -77,7 +72,7 @@ def test_one_monitor_scrapes_the_metrics_port_as_the_job_the_rules_read(
 def test_the_rules_are_the_tested_ones(variant: Variant, render: Render) -> None:
     """With the default names, the rendered rules are exactly the promtool-tested file's."""
     rule = one(render(variant), "PrometheusRule")
-    assert rule["spec"] == _source_rules()["spec"]
+    assert rule["spec"] == rules_spec(RULES)
     assert rule["metadata"]["namespace"] == variant.namespace
 
 
@@ -136,7 +131,7 @@ def test_helm_rules_follow_the_release_names_and_runbook_base(
     rule = one(objects, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     text = json.dumps(rule["spec"], sort_keys=True)
-    source = json.dumps(_source_rules()["spec"], sort_keys=True)
+    source = json.dumps(rules_spec(RULES), sort_keys=True)
     assert text == source.replace(
         'deployment=\\"pod-identity-webhook\\"', 'deployment=\\"piw-pod-identity-webhook\\"'
     ).replace("docs/runbook.md", "https://example.com/piw/blob/v1/docs/runbook.md")

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.deploy.rendering import (
     MANIFESTS,
@@ -24,6 +23,7 @@ from tests.deploy.rendering import (
     of_kind,
     one,
     port_number,
+    rules_spec,
     selects,
 )
 
@@ -52,11 +52,6 @@ variants = pytest.mark.parametrize(
     POD_IDENTITY_MONITORED_VARIANTS,
     ids=[v.name for v in POD_IDENTITY_MONITORED_VARIANTS],
 )
-
-
-def _source_rules() -> Obj:
-    loaded: Obj = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return loaded
 
 
 def _job(monitor: Obj) -> str:
@@ -107,7 +102,7 @@ def test_the_rules_are_the_tested_ones(variant: Variant, render: Render) -> None
         if "PodIdentityBrokerDown" in json.dumps(r["spec"])
     ]
     assert len(rules) == 1
-    assert rules[0]["spec"] == _source_rules()["spec"]
+    assert rules[0]["spec"] == rules_spec(RULES)
     assert rules[0]["metadata"]["namespace"] == NAMESPACE
 
 
@@ -116,9 +111,10 @@ def test_the_component_adds_monitors_and_rules_only(renderer: Renderer, kustomiz
     grants nothing."""
     (variant, _) = POD_IDENTITY_MONITORED_VARIANTS
     without = renderer.kustomize_build(renderer.manifests_copy() / "overlays" / "pod-identity")
+    rendered = renderer.render(variant)
     added = [
         (o["kind"], o["metadata"]["name"])
-        for o in renderer.render(variant)
+        for o in rendered
         if o["kind"] in {"PodMonitor", "PrometheusRule"}
         and o["metadata"]["name"].startswith(("pod-identity-broker", "pod-identity-agent"))
     ]
@@ -129,7 +125,7 @@ def test_the_component_adds_monitors_and_rules_only(renderer: Renderer, kustomiz
     ]
     others = {
         (o["kind"], o["metadata"]["name"])
-        for o in renderer.render(variant)
+        for o in rendered
         if (o["kind"], o["metadata"]["name"]) not in set(added)
     }
     webhook_monitoring = {
@@ -189,7 +185,7 @@ def test_helm_rules_keep_the_jobs_and_take_the_runbook_base(renderer: Renderer, 
     rule = one(objects, "PrometheusRule", "piw-pod-identity-webhook-broker")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     text = json.dumps(rule["spec"], sort_keys=True)
-    source = json.dumps(_source_rules()["spec"], sort_keys=True)
+    source = json.dumps(rules_spec(RULES), sort_keys=True)
     assert text == source.replace(
         "docs/runbook.md", "https://example.com/piw/blob/v1/docs/runbook.md"
     )
